@@ -1,0 +1,367 @@
+"""Resolve a Config: defaults.yaml, then a preset, a config file, the variant's options, and
+command-line overrides, in that order. Unknown keys, clashing options and impossible values are
+refused with a UserError that names them."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from configs.errors import UserError
+from configs.schema import Config
+
+CONFIG_DIR = Path(__file__).resolve().parent
+NSTEP = re.compile(r"nstep(\d+)$")
+
+
+def load_yaml(path: Path, what: str) -> dict:
+    """Read a YAML mapping, or raise a UserError naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist.") from None
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"{what} {path} could not be read: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{what} {path} must hold a mapping of config keys, not {type(data).__name__}."
+        )
+    return data
+
+
+def available(folder: str) -> list[str]:
+    """Names of the YAML files in a config sub-folder (presets, variants, grids)."""
+    return sorted(p.stem for p in (CONFIG_DIR / folder).glob("*.yaml"))
+
+
+def describe_variants() -> list[tuple[str, str]]:
+    """(option, one-line description) for every option, from the first comment of its file."""
+    rows = []
+    for name in available("variants"):
+        first = (CONFIG_DIR / "variants" / f"{name}.yaml").read_text().splitlines()[0]
+        rows.append((name, first.lstrip("# ").split(" — ", 1)[-1]))
+    rows.append(("nstepN", "N-step returns from the replay buffer, e.g. nstep3 (Sutton 1988)."))
+    return sorted(rows)
+
+
+def grid_variants(name: str) -> list[str]:
+    """The variants a grid file in configs/grids/ lists."""
+    if name not in available("grids"):
+        raise UserError(f"Unknown grid '{name}'. Known grids: {', '.join(available('grids'))}.")
+    return list(load_yaml(CONFIG_DIR / "grids" / f"{name}.yaml", "Grid file")["variants"])
+
+
+def option_keys(option: str) -> dict:
+    """The keys one option sets."""
+    match = NSTEP.match(option)
+    if match:
+        return {"agent": {"n_step": int(match.group(1))}}
+    if option not in available("variants"):
+        known = ", ".join(available("variants") + ["nstepN"])
+        hint = difflib.get_close_matches(option, available("variants"), n=1)
+        hint_text = f" Did you mean '{hint[0]}'?" if hint else ""
+        raise UserError(
+            f"Unknown option '{option}' in --variant.{hint_text} Known options: {known}."
+        )
+    return load_yaml(CONFIG_DIR / "variants" / f"{option}.yaml", "Option file")
+
+
+def variant_keys(variant: str) -> dict:
+    """Merge the options of `a+b+c`; two options setting one key to different values clash."""
+    merged: dict = {}
+    owners: dict[str, str] = {}
+    for option in [o.strip() for o in variant.split("+")]:
+        if not option:
+            raise UserError(f"--variant '{variant}' has an empty option; join options with '+'.")
+        for key, value in flatten(option_keys(option)).items():
+            if key in merged and merged[key] != value:
+                raise UserError(
+                    f"Options '{owners[key]}' and '{option}' clash in --variant '{variant}': "
+                    f"they set {key} to {merged[key]!r} and {value!r}. Drop one of them."
+                )
+            merged[key], owners[key] = value, option
+    return unflatten(merged)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def unflatten(flat: dict[str, Any]) -> dict:
+    """{'a.b': 1} -> {'a': {'b': 1}}."""
+    tree: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return tree
+
+
+def merge(base: dict, update: dict, source: str) -> dict:
+    """Return base with update's keys laid over it; a key base lacks is a UserError."""
+    flat = flatten(base)
+    for key, value in flatten(update).items():
+        if key not in flat:
+            raise UserError(unknown_key_message(key, flat, source))
+        flat[key] = value
+    return unflatten(flat)
+
+
+def unknown_key_message(key: str, known: dict, source: str) -> str:
+    section = key.rsplit(".", 1)[0] if "." in key else ""
+    siblings = [k for k in known if k.rsplit(".", 1)[0] == section] if section else list(known)
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    hint_text = f" Did you mean '{hint[0]}'?" if hint else ""
+    valid = ", ".join(sorted(siblings)) or ", ".join(sorted({k.split(".")[0] for k in known}))
+    return f"Unknown config key '{key}' in {source}.{hint_text} Valid keys: {valid}."
+
+
+def parse_set(assignment: str) -> dict:
+    """`agent.lr=1e-4` -> {'agent': {'lr': 0.0001}} (the value is read as YAML)."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UserError(
+            f"--set '{assignment}' must look like section.key=value, e.g. agent.lr=1e-4."
+        )
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    return unflatten({key.strip(): value})
+
+
+def resolve(
+    *,
+    preset: str | None = None,
+    config_file: str | None = None,
+    variant: str | None = None,
+    overrides: dict | None = None,
+    assignments: list[str] = (),
+) -> Config:
+    """Build the Config: defaults < preset < config file < variant < overrides < --set."""
+    raw = load_yaml(CONFIG_DIR / "defaults.yaml", "Defaults file")
+    if preset is not None:
+        if preset not in available("presets"):
+            known = ", ".join(available("presets"))
+            raise UserError(f"Unknown preset '{preset}'. Known presets: {known}.")
+        raw = merge(raw, load_yaml(CONFIG_DIR / "presets" / f"{preset}.yaml", "Preset"), preset)
+    if config_file is not None:
+        raw = merge(raw, load_yaml(Path(config_file), "Config file"), config_file)
+    if variant is not None:
+        raw = merge(raw, variant_keys(variant), f"--variant {variant}")
+        raw["variant"] = variant
+    raw = merge(raw, overrides or {}, "the command line")
+    for assignment in assignments:
+        raw = merge(raw, parse_set(assignment), f"--set {assignment}")
+    return from_dict(raw)
+
+
+def from_dict(raw: dict) -> Config:
+    """Typed Config from a nested mapping (e.g. a saved config.yaml), with every value checked."""
+    config = build(Config, raw, "")
+    check_values(config)
+    return config
+
+
+def build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise UserError(f"Config section '{prefix.rstrip('.')}' must be a mapping, not {raw!r}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise UserError(
+                unknown_key_message(
+                    f"{prefix}{key}", {f"{prefix}{n}": 0 for n in names}, "the config"
+                )
+            )
+    values = {}
+    for name in names:
+        if name not in raw:
+            raise UserError(f"Config key '{prefix}{name}' is missing.")
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = build(kind, raw[name], f"{prefix}{name}.")
+        else:
+            values[name] = coerce(raw[name], kind, f"{prefix}{name}")
+    return cls(**values)
+
+
+def coerce(value: Any, kind: Any, key: str) -> Any:
+    """Check (and gently convert: '1e-4' -> 1e-4, 1e6 -> 1000000) one value against its type."""
+    origin = typing.get_origin(kind)
+    try:
+        if origin is Literal:
+            if value not in typing.get_args(kind):
+                raise ValueError(f"one of {', '.join(map(str, typing.get_args(kind)))}")
+            return value
+        if origin is tuple:
+            return tuple(coerce(v, typing.get_args(kind)[0], key) for v in as_list(value))
+        if origin in (typing.Union, types.UnionType):
+            raise TypeError(f"unsupported annotation {kind}")
+        return coerce_scalar(value, kind)
+    except ValueError as error:
+        raise UserError(f"Config key '{key}' got {value!r}; it takes {error}.") from None
+
+
+def as_list(value: Any) -> list:
+    if not isinstance(value, list | tuple):
+        raise ValueError("a list, e.g. [120, 84]")
+    return list(value)
+
+
+def coerce_scalar(value: Any, kind: type) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError("true or false")
+        return value
+    if kind is int:
+        number = (
+            float(value)
+            if isinstance(value, str | float) and not isinstance(value, bool)
+            else value
+        )
+        if isinstance(number, bool) or not isinstance(number, int | float) or number != int(number):
+            raise ValueError("a whole number")
+        return int(number)
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError("a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError("a number") from None
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError("a string")
+        return value
+    raise TypeError(f"unsupported annotation {kind}")
+
+
+def check_values(config: Config) -> None:
+    """Refuse impossible values before anything starts."""
+    a, e, n, r, t, p = (
+        config.agent,
+        config.env,
+        config.network,
+        config.replay,
+        config.train,
+        config.probes,
+    )
+    rules = [
+        (a.lr > 0, "agent.lr", a.lr, "a learning rate > 0"),
+        (0 < a.gamma <= 1, "agent.gamma", a.gamma, "a discount in (0, 1]"),
+        (a.n_step >= 1, "agent.n_step", a.n_step, "n >= 1"),
+        (a.batch_size >= 1, "agent.batch_size", a.batch_size, "a batch size >= 1"),
+        (
+            a.batch_size <= r.capacity,
+            "agent.batch_size",
+            a.batch_size,
+            f"a batch no larger than replay.capacity ({r.capacity})",
+        ),
+        (a.train_interval >= 1, "agent.train_interval", a.train_interval, ">= 1"),
+        (
+            a.target_update_interval >= 1,
+            "agent.target_update_interval",
+            a.target_update_interval,
+            ">= 1",
+        ),
+        (a.learning_starts >= 0, "agent.learning_starts", a.learning_starts, ">= 0"),
+        (
+            0 <= a.epsilon_end <= a.epsilon_start <= 1,
+            "agent.epsilon_start/end",
+            (a.epsilon_start, a.epsilon_end),
+            "0 <= epsilon_end <= epsilon_start <= 1",
+        ),
+        (a.epsilon_decay_steps >= 1, "agent.epsilon_decay_steps", a.epsilon_decay_steps, ">= 1"),
+        (0 <= a.eval_epsilon <= 1, "agent.eval_epsilon", a.eval_epsilon, "a value in [0, 1]"),
+        (
+            a.weight_decay >= 0 and a.l2 >= 0,
+            "agent.weight_decay/l2",
+            (a.weight_decay, a.l2),
+            "coefficients >= 0",
+        ),
+        (a.max_grad_norm >= 0, "agent.max_grad_norm", a.max_grad_norm, ">= 0 (0 is off)"),
+        (a.sigma_ratio > 0, "agent.sigma_ratio", a.sigma_ratio, "a ratio > 0"),
+        (
+            not (a.loss == "c51" and a.value_transform != "none"),
+            "agent.value_transform",
+            a.value_transform,
+            "'none' with c51, whose projection needs a linear Bellman operator",
+        ),
+        (n.num_atoms >= 2, "network.num_atoms", n.num_atoms, ">= 2 atoms"),
+        (n.v_min < n.v_max, "network.v_min/v_max", (n.v_min, n.v_max), "v_min < v_max"),
+        (
+            all(w >= 1 for w in n.mlp_hidden) and n.cnn_hidden >= 1,
+            "network widths",
+            (n.mlp_hidden, n.cnn_hidden),
+            "positive widths",
+        ),
+        (e.num_envs >= 1, "env.num_envs", e.num_envs, ">= 1"),
+        (0 <= e.sticky_actions <= 1, "env.sticky_actions", e.sticky_actions, "a value in [0, 1]"),
+        (
+            e.frame_skip >= 1 and e.frame_stack >= 1,
+            "env.frame_skip/frame_stack",
+            (e.frame_skip, e.frame_stack),
+            ">= 1",
+        ),
+        (
+            e.noop_max >= 0 and e.max_episode_frames >= 1,
+            "env.noop_max/max_episode_frames",
+            (e.noop_max, e.max_episode_frames),
+            "noop_max >= 0 and max_episode_frames >= 1",
+        ),
+        (
+            r.capacity >= e.num_envs * (e.frame_stack + a.n_step + 2),
+            "replay.capacity",
+            r.capacity,
+            "room for at least a few transitions per environment",
+        ),
+        (t.total_steps > 0, "train.total_steps", t.total_steps, "a number of steps > 0"),
+        (
+            min(t.checkpoint_interval, t.log_interval, t.keep_checkpoints) >= 1,
+            "train intervals",
+            (t.checkpoint_interval, t.log_interval, t.keep_checkpoints),
+            ">= 1",
+        ),
+        (t.threads >= 0, "train.threads", t.threads, ">= 0 (0 keeps torch's default)"),
+        (
+            p.interval >= 1 and p.refresh_interval >= 1 and p.fit_interval >= 0,
+            "probes intervals",
+            (p.interval, p.refresh_interval, p.fit_interval),
+            "interval >= 1, fit_interval >= 0",
+        ),
+        (p.batch_size >= 2, "probes.batch_size", p.batch_size, ">= 2 states"),
+    ]
+    for ok, key, value, accepted in rules:
+        if not ok:
+            raise UserError(f"Config value {key} = {value!r} is impossible; it needs {accepted}.")
+
+
+def to_dict(config: Config) -> dict:
+    """The resolved config as plain YAML-ready data (tuples become lists)."""
+    return unflatten(
+        {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in flatten(dataclasses.asdict(config)).items()
+        }
+    )

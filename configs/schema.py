@@ -1,0 +1,147 @@
+"""Typed, frozen configuration. The YAML files in this folder hold the values (with their sources);
+these dataclasses say what each key means and what type it takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Loss = Literal["huber", "mse", "c51", "two_hot", "hl_gauss"]
+ValueTransform = Literal["none", "signed_hyperbolic"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    id: str
+    """Game or env id: `Pong`, `pong`, `ALE/Pong-v5`, or a classic-control id like `CartPole-v1`."""
+    num_envs: int
+    """Vector environments stepped together; acting is one batched forward over all of them."""
+    sticky_actions: float
+    """Probability of repeating the previous action (Machado et al. 2018)."""
+    frame_skip: int
+    """Emulator frames per agent step, max-pooled over the last two."""
+    frame_stack: int
+    """Frames stacked into one observation."""
+    noop_max: int
+    """Up to this many no-op actions at the start of an episode."""
+    max_episode_frames: int
+    """Emulator frames after which an episode is truncated (108,000 = 30 minutes of play)."""
+    terminal_on_life_loss: bool
+    """Treat the loss of a life as a terminal transition for learning (the game goes on)."""
+    fire_reset: bool
+    """Press FIRE after a reset in games that need it."""
+    clip_rewards: bool
+    """Clip the rewards the agent learns from to [-1, 1]; logged returns are always raw scores."""
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    layer_norm: bool
+    """LayerNorm before every hidden nonlinearity (conv layers: over C, H, W of each sample)."""
+    mlp_hidden: tuple[int, ...]
+    """Hidden widths of the MLP torso used for vector observations."""
+    cnn_hidden: int
+    """Width of the fully connected layer after the Nature CNN's convolutions."""
+    num_atoms: int
+    """Atoms (bins) of the categorical heads."""
+    v_min: float
+    """Lowest atom of the categorical support (in transformed units when a transform is on)."""
+    v_max: float
+    """Highest atom of the categorical support."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    loss: Loss
+    """Value head and loss: scalar `huber`/`mse`, or categorical `c51`/`two_hot`/`hl_gauss`."""
+    gamma: float
+    """Discount factor."""
+    n_step: int
+    """Steps summed before bootstrapping."""
+    double: bool
+    """Double-DQN: the online network picks the next action, the target network values it."""
+    value_transform: ValueTransform
+    """Squash TD targets with h(x) = sign(x)(sqrt(|x|+1)-1)+eps*x (Pohlen et al. 2018)."""
+    sigma_ratio: float
+    """HL-Gauss sigma as a multiple of the bin width."""
+    lr: float
+    """Adam learning rate."""
+    adam_eps: float
+    """Adam epsilon."""
+    weight_decay: float
+    """Decoupled weight decay (AdamW); 0 gives plain Adam."""
+    l2: float
+    """Coupled L2 penalty coefficient: loss += l2 * sum of squared parameters."""
+    regularize: Literal["weights", "all"]
+    """Parameters that L2 and weight decay cover: `weights` (matrices and kernels) or `all`."""
+    max_grad_norm: float
+    """Clip the gradient's global norm to this; 0 turns clipping off."""
+    batch_size: int
+    """Transitions per update."""
+    train_interval: int
+    """Environment steps (summed over envs) between updates."""
+    target_update_interval: int
+    """Environment steps between hard copies of the online network into the target network."""
+    learning_starts: int
+    """Environment steps of random acting before the first update."""
+    epsilon_start: float
+    """Exploration rate at step 0."""
+    epsilon_end: float
+    """Exploration rate at the end of the decay."""
+    epsilon_decay_steps: int
+    """Environment steps over which epsilon decays linearly."""
+    eval_epsilon: float
+    """Exploration rate when evaluating."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    capacity: int
+    """Transitions kept."""
+    save_contents: bool
+    """Write the replay contents into checkpoints (large for Atari) so a resume keeps them."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    total_steps: int
+    """Environment steps (summed over envs) to train for."""
+    seed: int
+    """Seeds torch, numpy, the environments and the replay sampler."""
+    device: Device
+    """`auto` takes CUDA when available."""
+    checkpoint_interval: int
+    """Environment steps between checkpoints (one is always written at the end)."""
+    keep_checkpoints: int
+    """Most recent checkpoints kept on disk."""
+    log_interval: int
+    """Environment steps between loss and Q-value logs."""
+    threads: int
+    """torch intra-op threads on the CPU; 0 keeps torch's default."""
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    enabled: bool
+    """Measure and log the plasticity probes."""
+    interval: int
+    """Environment steps between probe measurements."""
+    fit_interval: int
+    """Environment steps between the costlier probe_fit_loss measurements; 0 turns them off."""
+    batch_size: int
+    """States in the fixed probe batch drawn from replay."""
+    refresh_interval: int
+    """Environment steps between redraws of the probe batch."""
+
+
+@dataclass(frozen=True)
+class Config:
+    variant: str
+    """The options merged into this config, joined by `+` (`dqn` for the baseline)."""
+    env: EnvConfig
+    network: NetworkConfig
+    agent: AgentConfig
+    replay: ReplayConfig
+    train: TrainConfig
+    probes: ProbeConfig

@@ -1,0 +1,135 @@
+"""Config resolution: presets, variants as merged options, overrides, and clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from configs import (
+    UserError,
+    available,
+    describe_variants,
+    from_dict,
+    grid_variants,
+    resolve,
+    to_dict,
+)
+
+
+def test_defaults_are_dopamine_dqn():
+    c = resolve()
+    assert (c.variant, c.env.id, c.agent.loss, c.agent.lr, c.agent.adam_eps) == (
+        "dqn",
+        "Pong",
+        "huber",
+        6.25e-5,
+        1.5e-4,
+    )
+    assert (c.agent.target_update_interval, c.agent.learning_starts, c.replay.capacity) == (
+        8000,
+        20000,
+        1_000_000,
+    )
+
+
+def test_a_variant_merges_its_options_in_order():
+    c = resolve(variant="ln+wd+hl_gauss+nstep3+double")
+    assert c.network.layer_norm and c.agent.weight_decay == 0.01
+    assert (c.agent.loss, c.agent.n_step, c.agent.double, c.variant) == (
+        "hl_gauss",
+        3,
+        True,
+        "ln+wd+hl_gauss+nstep3+double",
+    )
+
+
+def test_precedence_is_preset_then_file_then_variant_then_flags_then_set(tmp_path):
+    file = tmp_path / "mine.yaml"
+    file.write_text("agent: {lr: 0.002, loss: c51}\ntrain: {seed: 5}\n")
+    c = resolve(
+        preset="classic",
+        config_file=str(file),
+        variant="two_hot",
+        overrides={"train": {"seed": 9}},
+        assignments=["agent.batch_size=8"],
+    )
+    assert c.env.id == "CartPole-v1"  # preset
+    assert c.agent.lr == 0.002  # file over preset's 1e-3
+    assert c.agent.loss == "two_hot"  # variant over file
+    assert c.train.seed == 9  # command-line flag over file
+    assert c.agent.batch_size == 8  # --set over preset's 64
+
+
+def test_set_reads_yaml_numbers_and_lists():
+    c = resolve(assignments=["agent.lr=1e-4", "replay.capacity=1e5", "network.mlp_hidden=[32, 16]"])
+    assert (c.agent.lr, c.replay.capacity, c.network.mlp_hidden) == (1e-4, 100_000, (32, 16))
+
+
+def test_resolved_config_round_trips_through_plain_data():
+    c = resolve(preset="smoke", variant="ln+c51")
+    assert from_dict(to_dict(c)) == c
+
+
+def test_clashing_options_name_both():
+    with pytest.raises(UserError, match=r"'c51' and 'hl_gauss' clash.*agent\.loss"):
+        resolve(variant="c51+hl_gauss")
+
+
+def test_unknown_option_lists_the_known_ones():
+    with pytest.raises(UserError, match=r"Unknown option 'lnn'.*Did you mean 'ln'.*Known options:"):
+        resolve(variant="lnn")
+
+
+def test_unknown_key_names_it_and_the_valid_keys():
+    with pytest.raises(UserError, match=r"'agent\.lrr'.*Did you mean 'agent\.lr'.*agent\.gamma"):
+        resolve(assignments=["agent.lrr=1"])
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("agent.lr=0", r"agent\.lr = 0\.0 is impossible.*learning rate > 0"),
+        ("agent.lr=-1e-3", r"agent\.lr = -0\.001"),
+        ("train.total_steps=0", r"train\.total_steps = 0 is impossible"),
+        ("agent.batch_size=2000000", r"no larger than replay\.capacity \(1000000\)"),
+        ("agent.loss=ce", r"agent\.loss' got 'ce'; it takes one of huber, mse, c51"),
+        ("agent.double=maybe", r"agent\.double' got 'maybe'; it takes true or false"),
+        ("agent.batch_size=3.5", r"it takes a whole number"),
+    ],
+)
+def test_impossible_values_are_refused(assignment, message):
+    with pytest.raises(UserError, match=message):
+        resolve(assignments=[assignment])
+
+
+def test_c51_refuses_a_value_transform():
+    with pytest.raises(UserError, match="value_transform"):
+        resolve(variant="c51+hyperbolic")
+
+
+def test_unknown_preset_and_missing_file_are_named(tmp_path):
+    with pytest.raises(
+        UserError, match=r"Unknown preset 'tiny'. Known presets: atari100k, classic"
+    ):
+        resolve(preset="tiny")
+    with pytest.raises(UserError, match=r"nope\.yaml does not exist"):
+        resolve(config_file=str(tmp_path / "nope.yaml"))
+
+
+def test_every_option_file_has_a_description_and_the_paper_grid_resolves():
+    rows = dict(describe_variants())
+    assert set(available("variants")) | {"nstepN"} == set(rows)
+    assert all(len(text) > 10 for text in rows.values())
+    grid = grid_variants("plasticity")
+    assert {
+        "dqn",
+        "ln",
+        "l2",
+        "wd",
+        "ln+wd",
+        "c51",
+        "two_hot",
+        "hl_gauss",
+        "ln+wd+hl_gauss",
+    } <= set(grid)
+    for variant in grid:
+        resolve(variant=variant)
