@@ -1,0 +1,59 @@
+"""Torsos: observations to penultimate features. Every nonlinearity is a module (so probes can hook
+it) and every hidden layer may be followed by a normalisation layer built by the `norm` factory."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+Norm = Callable[[Sequence[int]], nn.Module] | None
+"""Builds a normalisation layer for activations of the given per-sample shape; None for none."""
+
+
+def layer_norm(shape: Sequence[int]) -> nn.Module:
+    """LayerNorm over every per-sample axis (for conv maps: C, H and W), learnable affine on."""
+    return nn.LayerNorm(list(shape))
+
+
+def hidden_block(name: str, layer: nn.Module, out_shape: Sequence[int], norm: Norm) -> list:
+    """[(name, layer), (norm_name, norm)?, (relu_name, ReLU)]: normalise, then the ReLU."""
+    block = [(name, layer)]
+    if norm is not None:
+        block.append((f"norm_{name}", norm(out_shape)))
+    block.append((f"relu_{name}", nn.ReLU()))
+    return block
+
+
+def conv_out(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+class NatureCNN(nn.Sequential):
+    """Mnih et al. (2015): conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then a fully connected layer."""
+
+    def __init__(self, in_shape: Sequence[int], *, hidden: int = 512, norm: Norm = None) -> None:
+        channels, height, width = in_shape
+        layers: list = []
+        for index, (out, kernel, stride) in enumerate([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 1):
+            height, width = conv_out(height, kernel, stride), conv_out(width, kernel, stride)
+            conv = nn.Conv2d(channels, out, kernel, stride)
+            layers += hidden_block(f"conv{index}", conv, (out, height, width), norm)
+            channels = out
+        layers.append(("flatten", nn.Flatten()))
+        layers += hidden_block("fc", nn.Linear(channels * height * width, hidden), (hidden,), norm)
+        super().__init__(OrderedDict(layers))
+        self.out_features = hidden
+
+
+class MLP(nn.Sequential):
+    """Fully connected ReLU layers for vector observations."""
+
+    def __init__(self, in_features: int, *, hidden: Sequence[int], norm: Norm = None) -> None:
+        layers: list = []
+        for index, width in enumerate(hidden, 1):
+            layers += hidden_block(f"fc{index}", nn.Linear(in_features, width), (width,), norm)
+            in_features = width
+        super().__init__(OrderedDict(layers))
+        self.out_features = in_features
