@@ -1,0 +1,20 @@
+"""Agents: the DQN learning rule, value losses and targets, checkpoints."""
+
+from agents.build import build_agent, resolve_device
+from agents.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from agents.dqn import DQNAgent, linear_epsilon, make_optimizer
+from agents.losses import is_categorical, make_loss
+
+__all__ = [
+    "DQNAgent",
+    "build_agent",
+    "find_checkpoint",
+    "is_categorical",
+    "linear_epsilon",
+    "list_checkpoints",
+    "load_checkpoint",
+    "make_loss",
+    "make_optimizer",
+    "resolve_device",
+    "save_checkpoint",
+]

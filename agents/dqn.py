@@ -1,0 +1,137 @@
+"""The DQN learning rule (Mnih et al. 2015) with pluggable value losses: ε-greedy acting batched
+over vector envs, TD targets from a hard-updated target network, Adam(W), optional L2 and
+gradient clipping. The agent owns the online and target networks and the optimiser."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from agents.losses import Metrics, make_loss
+from configs.schema import AgentConfig
+from networks import QNetwork
+from replay import Batch
+
+
+def linear_epsilon(step: int, *, start: float, end: float, decay_steps: int, warmup: int) -> float:
+    """ε held at `start` during the warm-up, then linear to `end` over `decay_steps` (Dopamine's
+    linearly_decaying_epsilon)."""
+    progress = min(max(step - warmup, 0) / decay_steps, 1.0)
+    return end + (1.0 - progress) * (start - end)
+
+
+def regularized(network: nn.Module, which: str) -> list[nn.Parameter]:
+    """Parameters that L2 and weight decay act on: matrices and kernels (`weights`), or `all`."""
+    return [p for p in network.parameters() if which == "all" or p.ndim > 1]
+
+
+def make_optimizer(network: nn.Module, config: AgentConfig) -> torch.optim.Optimizer:
+    """Adam, or AdamW (decoupled weight decay on the regularized parameters only) when
+    weight_decay > 0. Fused kernels: on 2 CPU cores they step the Nature CNN ~10x faster."""
+    if config.weight_decay == 0:
+        return torch.optim.Adam(network.parameters(), lr=config.lr, eps=config.adam_eps, fused=True)
+    decayed = {id(p) for p in regularized(network, config.regularize)}
+    groups = [
+        {"params": [p for p in network.parameters() if id(p) in decayed]},
+        {"params": [p for p in network.parameters() if id(p) not in decayed], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True
+    )
+
+
+class DQNAgent:
+    """Acts ε-greedily and learns from replay batches."""
+
+    def __init__(
+        self, network: QNetwork, config: AgentConfig, *, device: torch.device, seed: int
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.online = network.to(device)
+        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        self.loss = make_loss(config, getattr(self.online.head, "support", None))
+        self.optimizer = make_optimizer(self.online, config)
+        self.penalized = regularized(self.online, config.regularize) if config.l2 > 0 else []
+        self.rng = np.random.default_rng(seed)
+        self.updates = 0
+
+    def epsilon(self, step: int) -> float:
+        c = self.config
+        return linear_epsilon(
+            step,
+            start=c.epsilon_start,
+            end=c.epsilon_end,
+            decay_steps=c.epsilon_decay_steps,
+            warmup=c.learning_starts,
+        )
+
+    @torch.no_grad()
+    def q_values(self, obs: Tensor) -> Tensor:
+        """Q(s, ·) in reward units, [B, A]."""
+        return self.loss.q_values(self.online(obs))
+
+    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """One action per env: greedy from one batched forward pass, random with probability ε."""
+        num_envs, num_actions = len(obs), self.online.head.num_actions
+        explore = self.rng.random(num_envs) < epsilon
+        actions = self.rng.integers(num_actions, size=num_envs)
+        if not explore.all():
+            obs_t = torch.from_numpy(obs).to(self.device, non_blocking=True)
+            greedy = self.q_values(obs_t).argmax(1).cpu().numpy()
+            actions = np.where(explore, actions, greedy)
+        return actions
+
+    def update(self, batch: Batch) -> Metrics:
+        """One gradient step on a replay batch; returns detached metric tensors (no host sync)."""
+        batch = batch.to(self.device, non_blocking=True)
+        rows = torch.arange(len(batch.action), device=self.device)
+        output = self.online(batch.obs)
+        taken = output[rows, batch.action]  # [B] or [B, K]
+        with torch.no_grad():
+            next_target = self.target(batch.next_obs)
+            chooser = self.online(batch.next_obs) if self.config.double else next_target
+            next_action = self.loss.q_values(chooser).argmax(1)  # a* = argmax_a Q(s', a)
+            next_taken = next_target[rows, next_action]
+        per_sample, metrics = self.loss(taken, next_taken, batch.reward, batch.discount)
+        loss = per_sample.mean()
+        if self.penalized:
+            loss = loss + self.config.l2 * sum(p.square().sum() for p in self.penalized)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.config.max_grad_norm or math.inf
+        grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), max_norm)
+        self.optimizer.step()
+        self.updates += 1
+        q = self.loss.q_values(output.detach())
+        return {
+            "td_loss": per_sample.detach().mean(),
+            "q_values": q.mean(),
+            "q_max": q.max(),
+            "grad_norm": grad_norm,
+            **{k: v.detach() for k, v in metrics.items()},
+        }
+
+    def sync_target(self) -> None:
+        """Hard update: θ̄ ← θ."""
+        self.target.load_state_dict(self.online.state_dict())
+
+    def state_dict(self) -> dict:
+        return {
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updates": self.updates,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = int(state["updates"])
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,125 @@
+"""Value losses behind one signature, so that C51 or HL-Gauss is "DQN with another loss".
+
+A loss turns the online network's output at the taken actions and the target network's output at
+the bootstrap actions into a per-sample loss; it also says how to read Q-values (in reward units)
+from a network output, which acting and the greedy bootstrap action need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from agents.value_targets import (
+    categorical_projection,
+    hl_gauss,
+    hl_gauss_sigma,
+    scalar_expectation,
+    signed_hyperbolic,
+    signed_hyperbolic_inverse,
+    two_hot,
+)
+from configs.schema import AgentConfig
+
+Metrics = dict[str, Tensor]
+
+
+def identity(x: Tensor) -> Tensor:
+    return x
+
+
+def value_transform(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """(h, h⁻¹): the network predicts h(Q); targets are h(r + γⁿ h⁻¹(Q̄)) (Pohlen et al. 2018)."""
+    if name == "signed_hyperbolic":
+        return signed_hyperbolic, signed_hyperbolic_inverse
+    return identity, identity
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Mean entropy (nats) of the categorical distributions in `logits` [..., K]."""
+    log_p = logits.log_softmax(-1)
+    return -(log_p.exp() * log_p).sum(-1).mean()
+
+
+class ScalarLoss:
+    """Scalar Q head; Huber (Nature DQN, Dopamine) or squared TD error (CleanRL)."""
+
+    def __init__(self, kind: str, transform: str) -> None:
+        self.error = F.smooth_l1_loss if kind == "huber" else F.mse_loss
+        self.h, self.h_inv = value_transform(transform)
+
+    def q_values(self, output: Tensor) -> Tensor:
+        return self.h_inv(output)
+
+    def __call__(
+        self, taken: Tensor, next_taken: Tensor, reward: Tensor, discount: Tensor
+    ) -> tuple[Tensor, Metrics]:
+        target = reward + discount * self.h_inv(next_taken)  # r + γⁿ Q̄(s', a*)
+        loss = self.error(taken, self.h(target), reduction="none")
+        return loss, {"target_magnitude": target.abs().mean()}
+
+
+class C51Loss:
+    """Categorical DQN (Bellemare et al. 2017): cross-entropy to the projection of r + γⁿ z onto the
+    support, under the target network's distribution at the bootstrap action."""
+
+    def __init__(self, support: Tensor) -> None:
+        self.support = support
+
+    def q_values(self, logits: Tensor) -> Tensor:
+        return scalar_expectation(logits.softmax(-1), self.support)
+
+    def __call__(
+        self, taken: Tensor, next_taken: Tensor, reward: Tensor, discount: Tensor
+    ) -> tuple[Tensor, Metrics]:
+        next_probs = next_taken.softmax(-1)
+        target = categorical_projection(next_probs, reward, discount, self.support)
+        loss = -(target * taken.log_softmax(-1)).sum(-1)
+        scalar = reward + discount * scalar_expectation(next_probs, self.support)
+        return loss, {"target_magnitude": scalar.abs().mean(), "entropy": entropy(taken)}
+
+
+class EncodedLoss:
+    """Classification-style value loss (Farebrother et al. 2024): the scalar TD target
+    r + γⁿ Q̄(s', a*) is computed first, then encoded on the support (two-hot or HL-Gauss) and fit
+    with cross-entropy."""
+
+    def __init__(self, encode: Callable[[Tensor], Tensor], support: Tensor, transform: str) -> None:
+        self.encode = encode
+        self.support = support
+        self.h, self.h_inv = value_transform(transform)
+
+    def q_values(self, logits: Tensor) -> Tensor:
+        return self.h_inv(scalar_expectation(logits.softmax(-1), self.support))
+
+    def __call__(
+        self, taken: Tensor, next_taken: Tensor, reward: Tensor, discount: Tensor
+    ) -> tuple[Tensor, Metrics]:
+        target = reward + discount * self.q_values(next_taken)
+        loss = -(self.encode(self.h(target)) * taken.log_softmax(-1)).sum(-1)
+        return loss, {"target_magnitude": target.abs().mean(), "entropy": entropy(taken)}
+
+
+ValueLoss = ScalarLoss | C51Loss | EncodedLoss
+
+
+def make_loss(config: AgentConfig, support: Tensor | None) -> ValueLoss:
+    """The loss named by `config.loss`; categorical losses need the head's support."""
+    if config.loss in ("huber", "mse"):
+        return ScalarLoss(config.loss, config.value_transform)
+    assert support is not None, "categorical losses need a support"
+    if config.loss == "c51":
+        return C51Loss(support)
+    if config.loss == "two_hot":
+        return EncodedLoss(lambda v: two_hot(v, support), support, config.value_transform)
+    sigma = hl_gauss_sigma(support, config.sigma_ratio)
+    return EncodedLoss(lambda v: hl_gauss(v, support, sigma), support, config.value_transform)
+
+
+def is_categorical(loss: str) -> bool:
+    return loss in ("c51", "two_hot", "hl_gauss")
+
+
+__all__ = ["C51Loss", "EncodedLoss", "ScalarLoss", "ValueLoss", "is_categorical", "make_loss"]

@@ -1,0 +1,138 @@
+"""The DQN learning rule: acting, target network, double-DQN, L2 and weight decay, schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents import DQNAgent, build_agent, linear_epsilon
+from configs import resolve
+from envs import EnvSpec
+from replay import Batch
+
+SPEC = EnvSpec("CartPole-v1", False, (4,), np.dtype("float32"), 2, 1)
+CPU = torch.device("cpu")
+
+
+def agent_for(variant: str = "dqn", *assignments: str) -> DQNAgent:
+    config = resolve(preset="classic", variant=variant, assignments=list(assignments))
+    return build_agent(config, SPEC, CPU)
+
+
+def batch(reward: float = 0.0, discount: float = 0.99, size: int = 4) -> Batch:
+    obs = torch.randn(size, 4, generator=torch.Generator().manual_seed(0))
+    return Batch(
+        obs,
+        torch.zeros(size, dtype=torch.int64),
+        torch.full((size,), reward),
+        torch.full((size,), discount),
+        obs.flip(0),
+    )
+
+
+def set_head(network, bias: list[float]) -> None:
+    """Make Q(s, ·) = bias for every state."""
+    with torch.no_grad():
+        network.head.out.weight.zero_()
+        network.head.out.bias.copy_(torch.tensor(bias))
+
+
+def test_epsilon_holds_during_warmup_then_decays_linearly():
+    kw = {"start": 1.0, "end": 0.01, "decay_steps": 1000, "warmup": 200}
+    assert linear_epsilon(100, **kw) == 1.0
+    assert linear_epsilon(700, **kw) == pytest.approx(0.505)  # halfway: (1 + 0.01) / 2
+    assert linear_epsilon(5000, **kw) == 0.01
+
+
+def test_greedy_acting_is_batched_and_random_acting_is_uniform():
+    agent = agent_for()
+    set_head(agent.online, [0.0, 1.0])
+    obs = np.zeros((5, 4), dtype=np.float32)
+    assert agent.act(obs, 0.0).tolist() == [1] * 5
+    actions = np.concatenate([agent.act(obs, 1.0) for _ in range(400)])
+    assert abs(actions.mean() - 0.5) < 0.05  # 2,000 fair coin flips: std 0.011
+
+
+def test_the_target_network_is_untouched_by_updates_until_synced():
+    agent = agent_for()
+    before = {k: v.clone() for k, v in agent.target.state_dict().items()}
+    for _ in range(5):
+        agent.update(batch(reward=1.0))
+    assert all(torch.equal(before[k], v) for k, v in agent.target.state_dict().items())
+    assert not all(torch.equal(before[k], v) for k, v in agent.online.state_dict().items())
+    agent.sync_target()
+    assert all(
+        torch.equal(agent.online.state_dict()[k], v) for k, v in agent.target.state_dict().items()
+    )
+
+
+def test_double_dqn_lets_the_online_network_choose_the_bootstrap_action():
+    # Online prefers action 1, target values action 0 at 5 and action 1 at 2. With reward 0 and
+    # discount 1, DQN's target is max_a Q̄ = 5; double-DQN's is Q̄(s', argmax_a Q) = 2.
+    for variant, expected in [("dqn", 5.0), ("double", 2.0)]:
+        agent = agent_for(variant)
+        set_head(agent.online, [0.0, 1.0])
+        set_head(agent.target, [5.0, 2.0])
+        metrics = agent.update(batch(reward=0.0, discount=1.0))
+        assert metrics["target_magnitude"].item() == pytest.approx(expected)
+
+
+def zero_td_agent(variant: str) -> DQNAgent:
+    """Q ≡ 0 with reward 0: the TD error and its gradient are exactly zero, so only L2 or weight
+    decay can move the weights."""
+    agent = agent_for(variant, "agent.loss=mse")
+    set_head(agent.online, [0.0, 0.0])
+    set_head(agent.target, [0.0, 0.0])
+    return agent
+
+
+def test_weight_decay_shrinks_weights_by_one_minus_lr_times_wd():
+    agent = zero_td_agent("wd")
+    lr, wd = agent.config.lr, agent.config.weight_decay
+    w, b = agent.online.torso.fc1.weight.clone(), agent.online.torso.fc1.bias.clone()
+    agent.update(batch())
+    torch.testing.assert_close(agent.online.torso.fc1.weight, w * (1 - lr * wd))
+    torch.testing.assert_close(agent.online.torso.fc1.bias, b)  # biases are not decayed
+
+
+def test_l2_adds_two_lambda_w_to_the_gradient():
+    agent = zero_td_agent("l2")
+    lr, eps, lam = agent.config.lr, agent.config.adam_eps, agent.config.l2
+    w, b = agent.online.torso.fc1.weight.clone(), agent.online.torso.fc1.bias.clone()
+    agent.update(batch())
+    # First Adam step with gradient g = 2λw: m̂ = g, v̂ = g², so w' = w - lr * g / (|g| + eps).
+    g = 2 * lam * w
+    torch.testing.assert_close(agent.online.torso.fc1.weight, w - lr * g / (g.abs() + eps))
+    torch.testing.assert_close(agent.online.torso.fc1.bias, b)
+
+
+def test_repeated_updates_fit_a_fixed_batch():
+    for variant in ["huber", "c51", "two_hot", "hl_gauss+ln+wd"]:
+        agent = agent_for(variant)
+        fixed = batch(reward=1.0, discount=0.0)  # terminal: target is exactly 1
+        first = agent.update(fixed)["td_loss"].item()
+        for _ in range(500):
+            last = agent.update(fixed)
+        assert last["td_loss"].item() < 0.5 * first, variant
+        q_taken = agent.q_values(fixed.obs)[:, 0]  # every transition took action 0
+        assert (q_taken - 1.0).abs().max().item() < 0.2, (variant, q_taken)
+
+
+def test_gradient_clipping_bounds_the_reported_norm_before_clipping():
+    agent = agent_for("dqn", "agent.max_grad_norm=0.001")
+    metrics = agent.update(batch(reward=100.0))
+    assert metrics["grad_norm"].item() > 0.001  # the norm is reported before clipping
+    agent.update(batch(reward=100.0))
+
+
+def test_state_dict_round_trip_restores_weights_optimizer_and_rng():
+    agent = agent_for("c51")
+    agent.update(batch(reward=1.0))
+    copy = agent_for("c51")
+    copy.load_state_dict(agent.state_dict())
+    obs = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    assert agent.act(obs, 0.5).tolist() == copy.act(obs, 0.5).tolist()
+    m1, m2 = agent.update(batch(reward=1.0)), copy.update(batch(reward=1.0))
+    assert m1["td_loss"].item() == m2["td_loss"].item()
+    assert copy.updates == agent.updates == 2
