@@ -1,0 +1,268 @@
+"""`measure`: observe any `nn.Module` through forward hooks on its nonlinearities.
+
+One forward pass on the probe batch records, for every call of every nonlinearity module, its
+input (the preactivation, after LayerNorm where the network has one) and its output; a second,
+functional pass over a small batch gives the empirical NTK. The model is left exactly as found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, vmap
+
+from probes import metrics
+
+NONLINEARITIES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Tanh, nn.Sigmoid,
+    nn.Softplus, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink, nn.Threshold,
+)  # fmt: skip
+"""Module types whose calls are probed; an `nn.Hardtanh` subclass (ReLU6) or any other listed."""
+
+JACOBIAN_BUDGET = 2**25
+"""Most Jacobian entries (float32: 128 MiB) held at once; outputs are chunked to stay under it."""
+
+GRAM_COLUMNS = 2**23
+"""Jacobian entries cast to float64 at once while accumulating the NTK Gram matrix."""
+
+
+@dataclass
+class LayerRecord:
+    """What one call of one nonlinearity showed: per-unit statistics and preactivation moments."""
+
+    key: str
+    positive_rate: Tensor
+    preact_mean: float
+    preact_std: float
+    mean_abs: Tensor | None = None
+
+
+class _Recorder:
+    """Forward (pre-)hooks that reduce each nonlinearity call to a `LayerRecord` as it happens.
+
+    The preactivation is read in a pre-hook because an in-place nonlinearity (`ReLU(inplace=True)`)
+    overwrites its input before a forward hook could see it. A module called k > 0 times before in
+    this pass is keyed `<name>#k`: calls of a reused module may differ in shape, so they are kept
+    apart rather than concatenated.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[LayerRecord] = []
+        self.features: Tensor | None = None
+        self._calls: dict[str, int] = {}
+        self._open: dict[str, LayerRecord] = {}
+
+    def attach(self, model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        handles = []
+        for name, module in model.named_modules():
+            if isinstance(module, NONLINEARITIES):
+                name = name or "root"
+                handles.append(module.register_forward_pre_hook(self._pre_hook(name)))
+                handles.append(module.register_forward_hook(self._post_hook(name)))
+        return handles
+
+    def _pre_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            if not args or not isinstance(args[0], Tensor):
+                return
+            calls = self._calls.get(name, 0)
+            self._calls[name] = calls + 1
+            z = args[0].detach().float()
+            record = LayerRecord(
+                key=name if calls == 0 else f"{name}#{calls}",
+                positive_rate=metrics.per_unit_mean(z > 0),
+                preact_mean=float(z.mean()),
+                preact_std=float(z.std(correction=0)) if z.numel() > 0 else 0.0,
+            )
+            self.records.append(record)
+            self._open[name] = record
+
+        return hook
+
+    def _post_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+            record = self._open.pop(name, None)
+            if record is None or not isinstance(output, Tensor):
+                return
+            a = output.detach()
+            record.mean_abs = metrics.per_unit_mean(a.abs())
+            # Kept until a later nonlinearity replaces it: the last one gives the features.
+            self.features = a.clone()
+
+        return hook
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put `model` in eval mode; on exit restore every module's own train/eval flag (flags may
+    differ between submodules, so `model.train(was_training)` would not restore them)."""
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+def record(model: nn.Module, inputs: Tensor) -> tuple[_Recorder, Tensor]:
+    """One no-grad forward pass with hooks on every nonlinearity; the hooks are gone on return."""
+    recorder = _Recorder()
+    handles = recorder.attach(model)
+    try:
+        with torch.no_grad():
+            output = model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return recorder, output
+
+
+def ntk_gram(model: nn.Module, inputs: Tensor, num_outputs: int) -> Tensor:
+    """Trace NTK on `inputs` [n, ...]: K_ij = Σ_o ⟨∂f_o(x_i)/∂θ, ∂f_o(x_j)/∂θ⟩, float64 [n, n].
+
+    f is the model's output flattened per example (O = `num_outputs` values: [A] or [A, K]), θ its
+    trainable parameters. Summing over outputs keeps K at n×n whatever the head (a C51 head has
+    O = A·K); it is the trace over outputs of the full (n·O)×(n·O) empirical NTK (Jacot et al.
+    2018). Per-example Jacobians come from torch.func (vmap of jacrev), in chunks of outputs so at
+    most `JACOBIAN_BUDGET` entries are held at once; a model vmap cannot batch (data-dependent
+    control flow, `.item()`) falls back to jacrev one example at a time.
+    """
+    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+    n = inputs.shape[0]
+    num_params = sum(p.numel() for p in params.values())
+    gram = torch.zeros(n, n, dtype=torch.float64, device=inputs.device)
+    if num_params == 0 or n == 0:
+        return gram
+    chunk = max(1, JACOBIAN_BUDGET // (n * num_params))
+    for lo in range(0, num_outputs, chunk):
+        jacobians = _jacobians(model, params, inputs, lo, min(lo + chunk, num_outputs))
+        for jacobian in jacobians.values():
+            # Rows are examples; columns (outputs × parameter entries) sum into K_ij.
+            for columns in jacobian.reshape(n, -1).split(max(1, GRAM_COLUMNS // n), dim=1):
+                columns = columns.double()
+                gram.addmm_(columns, columns.T)
+    return gram
+
+
+def _jacobians(
+    model: nn.Module, params: dict[str, Tensor], inputs: Tensor, lo: int, hi: int
+) -> dict[str, Tensor]:
+    """∂f_{lo:hi}(x_i)/∂θ for every example: {name: [n, hi − lo, *param.shape]}."""
+
+    def outputs(p: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(model, p, (x.unsqueeze(0),)).reshape(-1)[lo:hi]
+
+    try:
+        return vmap(jacrev(outputs), in_dims=(None, 0))(params, inputs)
+    except (RuntimeError, NotImplementedError):
+        per_example = [jacrev(outputs)(params, x) for x in inputs]
+        return {k: torch.stack([j[k] for j in per_example]) for k in params}
+
+
+def unit_metrics(records: list[LayerRecord], tau: float, threshold: float) -> dict[str, float]:
+    """Dormant, dead and linearized fractions and preactivation moments, per layer and whole.
+
+    Whole-network fractions pool units (each unit of each layer counts once); whole-network
+    preactivation mean and std are the mean over layers of the per-layer figures, so a wide conv
+    layer's positions do not drown the dense layers.
+    """
+    out: dict[str, float] = {}
+    totals = {"dormant_fraction": 0, "dead_fraction": 0, "linearized_fraction": 0}
+    units = 0
+    for r in records:
+        mean_abs = r.mean_abs if r.mean_abs is not None else torch.zeros_like(r.positive_rate)
+        counts = {
+            "dormant_fraction": int(metrics.dormant_mask(mean_abs, tau).sum()),
+            "dead_fraction": int(metrics.dormant_mask(mean_abs, 0.0).sum()),
+            "linearized_fraction": int(metrics.linearized_mask(r.positive_rate, threshold).sum()),
+        }
+        width = r.positive_rate.numel()
+        for metric, count in counts.items():
+            out[f"{metric}/{r.key}"] = count / width
+            totals[metric] += count
+        units += width
+        out[f"preact_mean/{r.key}"] = r.preact_mean
+        out[f"preact_std/{r.key}"] = r.preact_std
+    if records:
+        out.update({metric: count / units for metric, count in totals.items()})
+        out["preact_mean"] = sum(r.preact_mean for r in records) / len(records)
+        out["preact_std"] = sum(r.preact_std for r in records) / len(records)
+    return out
+
+
+def param_norms(model: nn.Module) -> dict[str, float]:
+    """‖θ‖₂ of the whole model, and of the parameters each module owns directly."""
+    out = {"param_norm": metrics.l2_norm(list(model.parameters()))}
+    for name, module in model.named_modules():
+        own = list(module.parameters(recurse=False))
+        if own:
+            out[f"param_norm/{name or 'root'}"] = metrics.l2_norm(own)
+    return out
+
+
+def feature_metrics(features: Tensor, delta: float) -> dict[str, float]:
+    """Norm, srank_δ and effective rank of the penultimate features φ(x), flattened to [B, D]."""
+    phi = features.reshape(features.shape[0], -1) if features.dim() > 0 else features.reshape(1, 1)
+    phi = phi.double()
+    sigma = torch.linalg.svdvals(phi)
+    return {
+        "feature_norm": float(phi.norm(dim=1).mean()) if phi.shape[0] > 0 else 0.0,
+        "feature_rank": float(metrics.srank(sigma, delta)),
+        "effective_rank": metrics.effective_rank(sigma),
+    }
+
+
+def ntk_metrics(gram: Tensor, jacobian_dtype: torch.dtype) -> dict[str, float]:
+    """Condition number and numerical rank of the NTK Gram matrix (see `metrics`)."""
+    eigenvalues = torch.linalg.eigvalsh(gram)
+    rtol = metrics.gram_rank_rtol(gram.shape[0], jacobian_dtype)
+    return {
+        "ntk_condition": metrics.condition_number(eigenvalues),
+        "ntk_rank": float(metrics.numerical_rank(eigenvalues, rtol)),
+    }
+
+
+def measure(
+    model: nn.Module,
+    inputs: Tensor,
+    *,
+    tau: float = 0.025,
+    linear_threshold: float = 0.99,
+    srank_delta: float = 0.01,
+    ntk_batch: int = 32,
+) -> dict[str, float]:
+    """Plasticity probes of `model` on the probe batch `inputs` (passed to the model as they are).
+
+    The model is measured in eval mode (the function the agent acts with: no dropout, BatchNorm
+    on running statistics, which eval mode also leaves unchanged) and then left exactly as found:
+    every module's train/eval flag, parameters, buffers and `.grad`, no hooks, grad mode.
+
+    Args:
+        model: any module whose nonlinearities are modules (see `NONLINEARITIES`).
+        inputs: [B, ...] batch; the first `ntk_batch` rows also give the NTK.
+        tau: ReDo dormancy threshold. linear_threshold: share of positive preactivations that
+            makes a unit linearized. srank_delta: δ of srank_δ. ntk_batch: 0 skips the NTK keys.
+
+    Returns:
+        {key: value}, finite. Whole-network keys: dormant_fraction, dead_fraction,
+        linearized_fraction, preact_mean, preact_std, param_norm, feature_norm, feature_rank,
+        effective_rank, ntk_condition, ntk_rank. Per layer, `<metric>/<module name>` for the first
+        five (a reused module's k-th call is `<name>#k`) and param_norm (modules owning parameters).
+        A model without nonlinearity modules gets only the param_norm and NTK keys.
+    """
+    with eval_mode(model):
+        recorder, output = record(model, inputs)
+        results = unit_metrics(recorder.records, tau, linear_threshold)
+        results.update(param_norms(model))
+        if recorder.features is not None:
+            results.update(feature_metrics(recorder.features, srank_delta))
+        if ntk_batch > 0:
+            gram = ntk_gram(model, inputs[:ntk_batch], output[0].numel())
+            results.update(ntk_metrics(gram, output.dtype))
+    return results

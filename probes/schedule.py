@@ -1,0 +1,40 @@
+"""When the training loop measures the probes, and on which states."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from configs.schema import ProbeConfig
+from probes.fit import probe_fit_loss
+from probes.observe import measure
+from replay import ReplayBuffer
+
+
+def crossed(interval: int, before: int, now: int) -> bool:
+    """True when a multiple of `interval` lies in (before, now]."""
+    return interval > 0 and now // interval > before // interval
+
+
+class ProbeSchedule:
+    """A fixed probe batch drawn from replay (redrawn every `refresh_interval` steps); `measure`
+    every `interval` steps and the costlier `probe_fit_loss` every `fit_interval` steps."""
+
+    def __init__(self, config: ProbeConfig, *, seed: int) -> None:
+        self.config = config
+        self.seed = seed
+        self.batch: Tensor | None = None
+
+    def maybe_measure(self, model: nn.Module, replay: ReplayBuffer, before: int, now: int) -> dict:
+        """The probe figures due for the steps (before, now]; {} when none are."""
+        c = self.config
+        due = crossed(c.interval, before, now)
+        fit_due = crossed(c.fit_interval, before, now)
+        if not c.enabled or not (due or fit_due):
+            return {}
+        if self.batch is None or crossed(c.refresh_interval, before, now):
+            device = next(model.parameters()).device
+            self.batch = replay.sample(c.batch_size).obs.to(device)
+        figures = measure(model, self.batch) if due else {}
+        if fit_due:
+            figures["probe_fit_loss"] = probe_fit_loss(model, self.batch, seed=self.seed)
+        return figures
