@@ -1,0 +1,106 @@
+"""Score a checkpoint under the training protocol (sticky actions included) with ε = eval_epsilon.
+
+    python evaluate.py runs/<run> --episodes 10 --json scores.json
+
+Prints each game's raw score, the mean and median and, for Atari, the human-normalised mean
+(score − random) / (human − random).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import configs
+from agents import build_agent, find_checkpoint, load_checkpoint, resolve_device
+from configs import UserError
+from envs import human_normalized, make_env, play_episodes
+
+
+def evaluate(
+    path: Path, episodes: int, *, seed: int = 10_000, device: str = "auto", num_envs: int = 8
+) -> dict:
+    """Play `episodes` games with the checkpoint's online network and summarise the raw scores."""
+    checkpoint_file = find_checkpoint(path)
+    checkpoint = load_checkpoint(checkpoint_file)
+    config = configs.from_dict(checkpoint["config"])
+    env, spec, obs = make_env(config.env.id, min(num_envs, episodes), seed, config.env)
+    try:
+        agent = build_agent(config, spec, resolve_device(device))
+        agent.online.load_state_dict(checkpoint["agent"]["online"])
+        agent.online.eval()
+        epsilon = config.agent.eval_epsilon
+        games = play_episodes(
+            env,
+            obs,
+            lambda o: agent.act(o, epsilon),
+            episodes,
+            life_loss_terminal=config.env.terminal_on_life_loss,
+        )
+    finally:
+        env.close()
+    scores = [g.score for g in games]
+    result = {
+        "checkpoint": str(checkpoint_file),
+        "env": spec.name,
+        "variant": config.variant,
+        "step": int(checkpoint["step"]),
+        "epsilon": epsilon,
+        "returns": scores,
+        "lengths": [g.length for g in games],
+        "mean": statistics.fmean(scores),
+        "median": statistics.median(scores),
+    }
+    if spec.is_atari:
+        result["human_normalized"] = human_normalized(spec.name, result["mean"])
+    return result
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("path", help="a run directory (its newest checkpoint) or a checkpoint file")
+    p.add_argument("--episodes", type=int, default=10, help="games to play (default 10)")
+    p.add_argument("--seed", type=int, default=10_000, help="environment seed (default 10000)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--num-envs", type=int, default=8, help="games played at once (default 8)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as a JSON object")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.episodes < 1 or args.num_envs < 1:
+            raise UserError(
+                f"--episodes ({args.episodes}) and --num-envs ({args.num_envs}) must be >= 1."
+            )
+        result = evaluate(
+            Path(args.path),
+            args.episodes,
+            seed=args.seed,
+            device=args.device,
+            num_envs=args.num_envs,
+        )
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for index, (score, length) in enumerate(zip(result["returns"], result["lengths"], strict=True)):
+        print(f"episode {index + 1:3d}: score {score:10.1f}  ({length} steps)")
+    print(
+        f"mean {result['mean']:.2f}  median {result['median']:.2f}  over {args.episodes} games "
+        f"of {result['env']} ({result['variant']}, step {result['step']}, ε = {result['epsilon']})"
+    )
+    if result.get("human_normalized") is not None:
+        print(f"human-normalised mean: {result['human_normalized']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""Train a DQN-family agent on an Atari game or a classic-control task.
+
+    python train.py --env Pong --variant ln+wd+hl_gauss --seed 1
+    python train.py --resume runs/Pong__ln+wd+hl_gauss__s1__20261127-101500 --total-steps 20000000
+
+Data flows one way: config -> envs, replay, network, agent, probes -> loop { act -> env.step ->
+replay.add -> every k steps agent.update(replay.sample()) -> log } -> checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+from tqdm import tqdm
+
+import configs
+from agents import (
+    DQNAgent,
+    build_agent,
+    find_checkpoint,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+)
+from configs import Config, UserError
+from envs import AsyncStepper, EpisodeTracker, clip_rewards, make_env, resolve_env_id
+from probes.schedule import ProbeSchedule
+from replay import ReplayBuffer
+
+
+class TensorBoardLogger:
+    """The one object below train.py's main that writes TensorBoard events."""
+
+    def __init__(self, run_dir: Path, *, purge_step: int | None = None) -> None:
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(f"{prefix}{key}", value, step)
+
+    def config(self, config: Config) -> None:
+        """The resolved options as text and as hparams, so runs can be filtered and compared."""
+        text = yaml.safe_dump(configs.to_dict(config), sort_keys=False)
+        self.writer.add_text("config", "    " + text.replace("\n", "\n    "), 0)
+        a, n = config.agent, config.network
+        params = {
+            "variant": config.variant,
+            "env": config.env.id,
+            "seed": config.train.seed,
+            "loss": a.loss,
+            "layer_norm": n.layer_norm,
+            "weight_decay": a.weight_decay,
+            "l2": a.l2,
+            "n_step": a.n_step,
+            "double": a.double,
+            "clip_rewards": config.env.clip_rewards,
+            "value_transform": a.value_transform,
+        }
+        for summary in hparams(params, {"charts/episodic_return": float("nan")}):
+            self.writer.file_writer.add_summary(summary)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Trainer:
+    """Owns the run's moving parts and steps them; see `run` for the loop itself."""
+
+    def __init__(self, config: Config, run_dir: Path, checkpoint: dict | None) -> None:
+        self.config, self.run_dir = config, run_dir
+        c = config
+        if c.train.threads:
+            torch.set_num_threads(c.train.threads)
+        self.step = int(checkpoint["step"]) if checkpoint else 0
+        seed = c.train.seed + self.step  # a resumed run must not replay the same env seeds
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.env, spec, self.obs = make_env(c.env.id, c.env.num_envs, seed, c.env)
+        self.stepper = AsyncStepper(self.env)
+        self.tracker = EpisodeTracker(
+            c.env.num_envs, life_loss_terminal=c.env.terminal_on_life_loss
+        )
+        self.replay = ReplayBuffer(
+            c.replay.capacity,
+            c.env.num_envs,
+            spec.obs_shape,
+            spec.obs_dtype,
+            frame_stack=spec.frame_stack,
+            n_step=c.agent.n_step,
+            gamma=c.agent.gamma,
+            seed=seed,
+        )
+        self.agent: DQNAgent = build_agent(c, spec, resolve_device(c.train.device))
+        if checkpoint:
+            self.agent.load_state_dict(checkpoint["agent"])
+            if "replay" in checkpoint:
+                self.replay.load_state_dict(checkpoint["replay"])
+        self.probes = ProbeSchedule(c.probes, seed=c.train.seed)
+        self.logger = TensorBoardLogger(run_dir, purge_step=self.step if checkpoint else None)
+        if not checkpoint:
+            self.logger.config(c)
+        self.updates_owed = 0.0
+        self.metrics: dict[str, torch.Tensor] = {}
+        self.last_score: float | None = None
+        self.stop_signal: int | None = None
+
+    def run(self) -> int:
+        """Train to total_steps (or a signal), checkpoint, and return the exit status."""
+        c = self.config
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.request_stop)
+        bar = tqdm(
+            total=c.train.total_steps,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=None,
+            mininterval=1.0,
+        )
+        clock = (time.perf_counter(), self.step)
+        try:
+            while self.step < c.train.total_steps and self.stop_signal is None:
+                before = self.step
+                self.iteration()
+                bar.update(self.step - before)
+                clock = self.periodic(before, clock, bar)
+        finally:
+            path = self.save()
+            bar.close()
+            self.logger.close()
+            self.env.close()
+        return self.report(path)
+
+    def iteration(self) -> None:
+        """Act in every env, learn while the emulators run, then store what happened."""
+        epsilon = self.agent.epsilon(self.step)
+        actions = self.agent.act(self.obs, epsilon)
+        self.stepper.start(actions)
+        self.learn()
+        next_obs, raw_rewards, terminated, truncated, info = self.stepper.wait()
+        valid, finished = self.tracker.step(raw_rewards, terminated, truncated, info.get("lives"))
+        rewards = clip_rewards(raw_rewards) if self.config.env.clip_rewards else raw_rewards
+        self.replay.add(self.obs, actions, rewards, next_obs, terminated, truncated, valid=valid)
+        self.obs = next_obs
+        self.step += int(valid.sum())
+        self.updates_owed += valid.sum() / self.config.agent.train_interval
+        for episode in finished:
+            self.logger.scalar("charts/episodic_return", episode.score, self.step)
+            self.logger.scalar("charts/episodic_length", episode.length, self.step)
+            self.last_score = episode.score
+
+    def learn(self) -> None:
+        """The updates owed for the steps taken so far (one per train_interval env steps)."""
+        a = self.config.agent
+        if self.step < a.learning_starts or not self.replay.can_sample(a.batch_size):
+            self.updates_owed = 0.0
+            return
+        while self.updates_owed >= 1.0:
+            self.metrics = self.agent.update(self.replay.sample(a.batch_size))
+            self.updates_owed -= 1.0
+
+    def periodic(self, before: int, clock: tuple[float, int], bar: tqdm) -> tuple[float, int]:
+        """Target updates, logs, probes and checkpoints due between steps `before` and now."""
+        c, now = self.config, self.step
+        crossed = lambda interval: now // interval > before // interval  # noqa: E731
+        if crossed(c.agent.target_update_interval):
+            self.agent.sync_target()
+        if crossed(c.train.log_interval):
+            clock = self.log_progress(clock, bar)
+        if now >= c.agent.learning_starts and self.replay.can_sample(c.probes.batch_size):
+            figures = self.probes.maybe_measure(self.agent.online, self.replay, before, now)
+            self.logger.scalars("plasticity/", figures, now)
+        if crossed(c.train.checkpoint_interval):
+            self.save()
+        return clock
+
+    def log_progress(self, clock: tuple[float, int], bar: tqdm) -> tuple[float, int]:
+        start, start_step = clock
+        elapsed = time.perf_counter() - start
+        sps = (self.step - start_step) / elapsed if elapsed > 0 else 0.0
+        self.logger.scalar("charts/sps", sps, self.step)
+        self.logger.scalar("charts/epsilon", self.agent.epsilon(self.step), self.step)
+        if self.metrics:
+            values = {k: float(v) for k, v in self.metrics.items()}
+            self.logger.scalar("losses/td_loss", values.pop("td_loss"), self.step)
+            self.logger.scalar("losses/q_values", values.pop("q_values"), self.step)
+            self.logger.scalars("plasticity/", values, self.step)
+        score = "-" if self.last_score is None else f"{self.last_score:g}"
+        bar.set_postfix_str(f"sps={sps:.0f} return={score}", refresh=False)
+        return time.perf_counter(), self.step
+
+    def request_stop(self, signum: int, _frame: object) -> None:
+        """Ctrl-C / SIGTERM: finish the current step, checkpoint, exit cleanly."""
+        self.stop_signal = signum
+
+    def save(self) -> Path:
+        state = {
+            "step": self.step,
+            "config": configs.to_dict(self.config),
+            "agent": self.agent.state_dict(),
+        }
+        if self.config.replay.save_contents:
+            state["replay"] = self.replay.state_dict()
+        return save_checkpoint(
+            self.run_dir, self.step, state, keep=self.config.train.keep_checkpoints
+        )
+
+    def report(self, path: Path) -> int:
+        if self.stop_signal is not None:
+            name = signal.Signals(self.stop_signal).name
+            print(
+                f"{name}: stopped at step {self.step}; checkpoint {path}. "
+                f"Resume with: python train.py --resume {self.run_dir}",
+                file=sys.stderr,
+            )
+            return 128 + self.stop_signal
+        print(
+            f"Done: {self.step} steps; checkpoint {path}; TensorBoard: tensorboard --logdir "
+            f"{self.run_dir.parent}",
+            file=sys.stderr,
+        )
+        return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--env", help="game or env id: Pong, pong, ALE/Pong-v5, CartPole-v1 (default Pong)"
+    )
+    p.add_argument("--variant", help="options joined by '+', e.g. ln+wd+hl_gauss (default dqn)")
+    p.add_argument("--seed", type=int, help="seeds torch, numpy, envs and replay (default 1)")
+    p.add_argument("--total-steps", type=int, help="environment steps summed over envs")
+    p.add_argument("--logdir", default="runs", help="folder that holds one directory per run")
+    p.add_argument("--preset", help=f"budget/protocol: {', '.join(configs.available('presets'))}")
+    p.add_argument("--config", help="a YAML file of config keys laid over the preset")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set agent.lr=1e-4 (repeatable)",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument("--list-variants", action="store_true", help="print every option and exit")
+    p.add_argument(
+        "--list-grid", metavar="GRID", help="print a grid's variants, one a line, and exit"
+    )
+    return p.parse_args(argv)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict:
+    flags = {
+        "env.id": args.env,
+        "train.seed": args.seed,
+        "train.total_steps": args.total_steps,
+        "train.device": args.device,
+    }
+    return configs.load.unflatten({k: v for k, v in flags.items() if v is not None})
+
+
+def new_run(args: argparse.Namespace) -> tuple[Config, Path]:
+    config = configs.resolve(
+        preset=args.preset,
+        config_file=args.config,
+        variant=args.variant,
+        overrides=cli_overrides(args),
+        assignments=args.set,
+    )
+    name, _ = resolve_env_id(config.env.id)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(args.logdir) / f"{name}__{config.variant}__s{config.train.seed}__{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(configs.to_dict(config), sort_keys=False))
+    return config, run_dir
+
+
+def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict]:
+    """The run's saved config (with a new --total-steps or --device if given) and its checkpoint."""
+    fixed = [
+        f"--{k.replace('_', '-')}"
+        for k in ("env", "variant", "seed", "preset", "config")
+        if getattr(args, k) is not None
+    ] + (["--set"] if args.set else [])
+    if fixed:
+        raise UserError(
+            f"--resume keeps the run's own config; drop {', '.join(fixed)} "
+            "(only --total-steps and --device may change)."
+        )
+    run_dir = Path(args.resume)
+    checkpoint = load_checkpoint(find_checkpoint(run_dir))
+    config = configs.from_dict(checkpoint["config"])
+    train = replace(
+        config.train,
+        **{
+            k: v
+            for k, v in {"total_steps": args.total_steps, "device": args.device}.items()
+            if v is not None
+        },
+    )
+    config = replace(config, train=train)
+    configs.load.check_values(config)
+    return config, run_dir, checkpoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.list_variants:
+            for name, text in configs.describe_variants():
+                print(f"{name:10s} {text}")
+            return 0
+        if args.list_grid:
+            print("\n".join(configs.grid_variants(args.list_grid)))
+            return 0
+        if args.resume:
+            config, run_dir, checkpoint = resumed_run(args)
+        else:
+            (config, run_dir), checkpoint = new_run(args), None
+        return Trainer(config, run_dir, checkpoint).run()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
