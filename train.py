@@ -112,7 +112,8 @@ class Trainer:
         self.logger = TensorBoardLogger(run_dir, purge_step=self.step if checkpoint else None)
         if not checkpoint:
             self.logger.config(c)
-        self.updates_owed = 0.0
+        # Updates owed for steps already taken (fractional with several envs), kept across resumes.
+        self.updates_owed = float(checkpoint.get("updates_owed", 0.0)) if checkpoint else 0.0
         self.metrics: dict[str, torch.Tensor] = {}
         self.last_score: float | None = None
         self.stop_signal: int | None = None
@@ -156,7 +157,7 @@ class Trainer:
         self.replay.add(self.obs, actions, rewards, next_obs, terminated, truncated, valid=valid)
         self.obs = next_obs
         self.step += int(valid.sum())
-        self.updates_owed += valid.sum() / self.config.agent.train_interval
+        self.updates_owed += int(valid.sum()) / self.config.agent.train_interval
         for episode in finished:
             self.logger.scalar("charts/episodic_return", episode.score, self.step)
             self.logger.scalar("charts/episodic_length", episode.length, self.step)
@@ -211,6 +212,7 @@ class Trainer:
             "step": self.step,
             "config": configs.to_dict(self.config),
             "agent": self.agent.state_dict(),
+            "updates_owed": float(self.updates_owed),
         }
         if self.config.replay.save_contents:
             state["replay"] = self.replay.state_dict()

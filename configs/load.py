@@ -351,6 +351,13 @@ def check_values(config: Config) -> None:
             "interval >= 1, fit_interval >= 0",
         ),
         (p.batch_size >= 2, "probes.batch_size", p.batch_size, ">= 2 states"),
+        (
+            0 <= p.ntk_batch <= p.batch_size,
+            "probes.ntk_batch",
+            p.ntk_batch,
+            "0 (off) up to probes.batch_size",
+        ),
+        (p.fit_steps >= 1, "probes.fit_steps", p.fit_steps, ">= 1"),
     ]
     for ok, key, value, accepted in rules:
         if not ok:

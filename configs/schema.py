@@ -131,6 +131,10 @@ class ProbeConfig:
     """Environment steps between the costlier probe_fit_loss measurements; 0 turns them off."""
     batch_size: int
     """States in the fixed probe batch drawn from replay."""
+    ntk_batch: int
+    """Probe-batch states in the empirical NTK (cost grows with the square); 0 skips it."""
+    fit_steps: int
+    """Adam steps of each probe_fit_loss fit."""
     refresh_interval: int
     """Environment steps between redraws of the probe batch."""
 

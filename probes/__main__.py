@@ -1,0 +1,98 @@
+"""Probe saved networks after the fact: `python -m probes RUN_OR_CHECKPOINT [MORE ...]`.
+
+States come from each checkpoint's own game under its training protocol, played by a seeded
+uniformly random policy, so checkpoints of the same game (e.g. two variants) are measured on
+exactly the same states and their columns compare directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import configs
+from agents import build_agent, find_checkpoint, load_checkpoint
+from configs import UserError
+from envs import make_env
+from probes.fit import probe_fit_loss
+from probes.observe import measure
+
+
+def collect_states(config: configs.Config, count: int, *, seed: int) -> tuple[np.ndarray, object]:
+    """`count` observations spread over `4 * count` random-policy steps of the config's game."""
+    env, spec, obs = make_env(config.env.id, 1, seed, config.env)
+    rng = np.random.default_rng(seed)
+    states = []
+    try:
+        for _ in range(4 * count):
+            states.append(obs[0])
+            obs, *_ = env.step(rng.integers(spec.num_actions, size=1))
+    finally:
+        env.close()
+    return np.stack(states[::4]), spec
+
+
+def probe_checkpoint(path: Path, *, states: int, seed: int, fit: bool) -> dict[str, float]:
+    checkpoint = load_checkpoint(find_checkpoint(path))
+    config = configs.from_dict(checkpoint["config"])
+    obs, spec = collect_states(config, states, seed=seed)
+    agent = build_agent(config, spec, torch.device("cpu"))
+    agent.online.load_state_dict(checkpoint["agent"]["online"])
+    batch = torch.from_numpy(obs)
+    figures = measure(agent.online, batch)
+    if fit:
+        figures["probe_fit_loss"] = probe_fit_loss(agent.online, batch, seed=seed)
+    return figures
+
+
+def table(columns: dict[str, dict[str, float]]) -> str:
+    keys = sorted({k for figures in columns.values() for k in figures})
+    width = max(len(k) for k in keys)
+    names = list(columns)
+    lines = [f"{'probe':{width}s}  " + "  ".join(f"{n[-24:]:>24s}" for n in names)]
+    for key in keys:
+        cells = [columns[n].get(key) for n in names]
+        lines.append(
+            f"{key:{width}s}  "
+            + "  ".join(f"{'-':>24s}" if v is None else f"{v:24.6g}" for v in cells)
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "paths", nargs="+", help="run directories (newest checkpoint) or checkpoint files"
+    )
+    p.add_argument(
+        "--states", type=int, default=256, help="states in the probe batch (default 256)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the states and of probe_fit_loss")
+    p.add_argument("--fit", action="store_true", help="also measure probe_fit_loss (slower)")
+    p.add_argument("--json", metavar="FILE", help="also write {path: {probe: value}} as JSON")
+    args = p.parse_args(argv)
+    try:
+        if args.states < 2:
+            raise UserError(f"--states {args.states} is too few; the probes need at least 2.")
+        columns = {
+            path: probe_checkpoint(Path(path), states=args.states, seed=args.seed, fit=args.fit)
+            for path in args.paths
+        }
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(table(columns))
+    if args.json:
+        Path(args.json).write_text(json.dumps(columns, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
