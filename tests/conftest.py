@@ -1,0 +1,38 @@
+"""Shared fixtures: one real smoke run on Pong that several test files read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import train
+
+
+def only_run(logdir: Path) -> Path:
+    (run_dir,) = list(logdir.iterdir())
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def pong_run(tmp_path_factory) -> Path:
+    """A smoke run on Pong with a short episode cap, so that whole games finish and are logged."""
+    logdir = tmp_path_factory.mktemp("runs")
+    argv = [
+        "--env",
+        "Pong",
+        "--preset",
+        "smoke",
+        "--logdir",
+        str(logdir),
+        "--seed",
+        "3",
+        "--set",
+        "env.max_episode_frames=1200",
+        "--set",
+        "probes.fit_interval=800",
+        "--set",
+        "replay.save_contents=true",
+    ]
+    assert train.main(argv) == 0
+    return only_run(logdir)

@@ -1,0 +1,180 @@
+"""train.py end to end on real games: TensorBoard events read back, resume, signals, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import only_run
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import train
+from agents import list_checkpoints, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def scalars(run_dir: Path) -> dict[str, list]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+
+
+def test_a_smoke_run_writes_returns_losses_and_probes(pong_run):
+    tags = scalars(pong_run)
+    for tag in [
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/sps",
+        "charts/epsilon",
+        "losses/td_loss",
+        "losses/q_values",
+    ]:
+        assert tag in tags, tag
+    # Pong scores lie in [-21, 21]; a 1,200-frame cap ends each game after 300 agent steps.
+    returns = [e.value for e in tags["charts/episodic_return"]]
+    assert returns and all(-21 <= r <= 21 and r == int(r) for r in returns)
+    assert {e.value for e in tags["charts/episodic_length"]} == {300.0}
+    # The x-axis is environment steps: logs every 100 steps up to 800.
+    assert [e.step for e in tags["charts/epsilon"]] == list(range(100, 900, 100))
+    for key in [
+        "dormant_fraction",
+        "param_norm",
+        "feature_rank",
+        "ntk_condition",
+        "dormant_fraction/torso.relu_conv1",
+        "probe_fit_loss",
+        "grad_norm",
+        "target_magnitude",
+    ]:
+        assert f"plasticity/{key}" in tags, key
+
+
+def test_the_run_directory_holds_config_and_checkpoints(pong_run):
+    assert pong_run.name.startswith("pong__dqn__s3__")
+    config = yaml.safe_load((pong_run / "config.yaml").read_text())
+    assert config["env"]["max_episode_frames"] == 1200 and config["train"]["seed"] == 3
+    assert [p.name for p in list_checkpoints(pong_run)] == [
+        "ckpt_000000000400.pt",
+        "ckpt_000000000800.pt",
+    ]
+
+
+def test_resume_continues_the_step_counter_and_optimizer(pong_run, tmp_path):
+    before = load_checkpoint(list_checkpoints(pong_run)[-1])
+    assert train.main(["--resume", str(pong_run), "--total-steps", "1000"]) == 0
+    after = load_checkpoint(list_checkpoints(pong_run)[-1])
+    assert (before["step"], after["step"]) == (800, 1000)
+    # (1000 - 800) steps / 4 per update: 50 more Adam steps on top of the saved state.
+    assert after["agent"]["updates"] == before["agent"]["updates"] + 50
+    adam_step = lambda s: s["agent"]["optimizer"]["state"][0]["step"].item()  # noqa: E731
+    assert adam_step(after) == adam_step(before) + 50
+    epsilon = scalars(pong_run)["charts/epsilon"]
+    assert [e.step for e in epsilon if e.step > 800] == [900, 1000]
+
+
+def test_evaluate_scores_the_checkpoint(pong_run, tmp_path):
+    out = tmp_path / "scores.json"
+    result = run_cli("evaluate.py", str(pong_run), "--episodes", "2", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(out.read_text())
+    assert len(scores["returns"]) == 2 and scores["epsilon"] == 0.001
+    assert scores["mean"] == sum(scores["returns"]) / 2
+    # Pong: random -20.7, human 14.6.
+    assert scores["human_normalized"] == pytest.approx((scores["mean"] + 20.7) / 35.3)
+    assert "human-normalised mean" in result.stdout
+
+
+def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "train.py",
+            "--env",
+            "Pong",
+            "--preset",
+            "smoke",
+            "--logdir",
+            str(tmp_path),
+            "--total-steps",
+            "1000000",
+            "--set",
+            "probes.enabled=false",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("*/ckpt_*.pt")):
+        time.sleep(0.5)  # the smoke preset checkpoints every 400 steps
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "SIGTERM: stopped at step" in err
+    last = load_checkpoint(list_checkpoints(only_run(tmp_path))[-1])
+    assert last["step"] > 400 and f"--resume {only_run(tmp_path)}" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "Pongg"], r"Unknown environment 'Pongg'. Closest valid ids: Pong"),
+        (["--set", "agent.lrr=1e-4"], r"Unknown config key 'agent.lrr'.*Did you mean 'agent.lr'"),
+        (["--set", "agent.lr=0"], r"agent.lr = 0.0 is impossible"),
+        (["--set", "agent.batch_size=64", "--set", "replay.capacity=32"], r"no larger than"),
+        (["--total-steps", "0"], r"train.total_steps = 0 is impossible"),
+        (["--variant", "c51+hl_gauss"], r"'c51' and 'hl_gauss' clash"),
+        (["--resume", "/nonexistent/run"], r"/nonexistent/run does not exist"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, message, tmp_path):
+    result = run_cli("train.py", "--logdir", str(tmp_path), *args, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert re.search(message, result.stderr), result.stderr
+    assert not any(tmp_path.iterdir())  # nothing started
+
+
+def test_a_corrupt_checkpoint_is_named_on_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "ckpt_000000000100.pt").write_bytes(os.urandom(64))
+    result = run_cli("train.py", "--resume", str(run_dir), timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "ckpt_000000000100.pt could not be read" in result.stderr
+
+
+def test_list_variants_describes_every_option():
+    result = run_cli("train.py", "--list-variants", timeout=60)
+    assert result.returncode == 0
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert {
+        "dqn",
+        "ln",
+        "l2",
+        "wd",
+        "c51",
+        "two_hot",
+        "hl_gauss",
+        "double",
+        "nstepN",
+        "no_clip",
+        "mse",
+        "huber",
+    } <= set(names)
