@@ -1,0 +1,149 @@
+"""Throughput and memory of the suite's parts, side by side: `python -m benchmarks [--quick]`.
+
+Prints one table and writes the same figures, with their conditions, as JSON (`--json FILE`).
+Targets are for a 2-core CPU machine; they are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import figures
+from configs import UserError
+
+HEADS = ["huber", "c51", "two_hot", "hl_gauss"]
+TARGETS = {
+    "loop_efficiency": (">=", 0.9),
+    "replay_bytes_per_transition": ("<=", 7200),
+    "replay_sample_us": ("<=", 300),
+    "probe_overhead": ("<=", 0.02),
+    "distributional_learner_cost": ("<=", 0.15),
+}
+
+
+def sizes(quick: bool) -> dict[str, int]:
+    """How long each figure runs; --quick stays under two minutes on 2 CPU cores."""
+    if quick:
+        return {
+            "env_steps": 2000,
+            "updates": 60,
+            "train_steps": 600,
+            "warmup": 1000,
+            "replay_fill": 200_000,
+        }
+    return {
+        "env_steps": 10_000,
+        "updates": 300,
+        "train_steps": 3000,
+        "warmup": 5000,
+        "replay_fill": 1_000_000,
+    }
+
+
+def run(env: str, device: str, threads: int, quick: bool) -> dict:
+    n = sizes(quick)
+    common = [
+        f"train.device={device}",
+        f"train.threads={threads}",
+        f"agent.learning_starts={n['warmup']}",
+        "replay.capacity=1000000",
+    ]
+    config = figures.resolve(env, "huber", common)
+    if threads:
+        torch.set_num_threads(threads)
+    results: dict = {
+        "conditions": {
+            "env": env,
+            "device": str(figures.resolve_device(device)),
+            "torch_threads": torch.get_num_threads(),
+            "num_envs": config.env.num_envs,
+            "batch_size": config.agent.batch_size,
+            "train_interval": config.agent.train_interval,
+            "replay_capacity": config.replay.capacity,
+            "quick": quick,
+            "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+        }
+    }
+    results["env_sps_raw"] = figures.env_sps_raw(config, n["env_steps"])
+    head_configs = {head: figures.resolve(env, head, common) for head in HEADS}
+    ups = figures.learner_ups_raw(head_configs, n["updates"])
+    for head in HEADS:
+        results[f"learner_ups_raw/{head}"] = ups[head]
+        results[f"train_sps/{head}"] = figures.train_sps(head_configs[head], n["train_steps"])
+    results["learner_ups_raw"] = results["learner_ups_raw/huber"]
+    results["train_sps"] = results["train_sps/huber"]
+    learner_bound = config.agent.train_interval * results["learner_ups_raw"]
+    results["loop_bound"] = "env" if results["env_sps_raw"] < learner_bound else "learner"
+    results["loop_efficiency"] = results["train_sps"] / min(results["env_sps_raw"], learner_bound)
+    slowest = min(results[f"learner_ups_raw/{h}"] for h in HEADS[1:])
+    results["distributional_learner_cost"] = results["learner_ups_raw"] / slowest - 1
+    results.update(figures.replay_figures(config, config.replay.capacity, n["replay_fill"]))
+    results["replay_filled"] = n["replay_fill"]
+    default = figures.resolve(env, "huber", [f"train.device={device}"])
+    results["probe_overhead"] = figures.probe_overhead(default, results["train_sps"])
+    return results
+
+
+def verdict(key: str, value: float) -> str:
+    if key not in TARGETS:
+        return ""
+    op, bound = TARGETS[key]
+    ok = value >= bound if op == ">=" else value <= bound
+    return f"{op} {bound:g}  {'ok' if ok else 'MISSED'}"
+
+
+def table(results: dict) -> str:
+    c = results["conditions"]
+    lines = [
+        f"device {c['device']} ({c['cpu']}), torch {c['torch']} with {c['torch_threads']} threads; "
+        f"{c['env']}, {c['num_envs']} env(s), batch {c['batch_size']}, one update every "
+        f"{c['train_interval']} steps, replay capacity {c['replay_capacity']:,}",
+        f"{'figure':34s} {'value':>14s}  target",
+    ]
+    for key, value in results.items():
+        if key == "conditions" or not isinstance(value, int | float):
+            continue
+        lines.append(f"{key:34s} {value:14.4g}  {verdict(key, value)}")
+    lines.append(
+        f"loop_efficiency bound: {results['loop_bound']} "
+        "(min of env_sps_raw and train_interval x learner_ups_raw)"
+    )
+    lines.append(
+        f"replay figures from a 1M-capacity buffer holding {results['replay_filled']:,} transitions"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="short runs (under two minutes)")
+    p.add_argument("--env", default="Pong", help="Atari game (default Pong)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: the config default)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        results = run(args.env, args.device, args.threads, args.quick)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    results["conditions"]["wall_seconds"] = time.perf_counter() - start
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Each benchmark figure as one function that builds the real parts, warms up, and times them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import configs
+from agents import build_agent, resolve_device
+from configs import Config
+from envs import make_env
+from probes.fit import probe_fit_loss
+from probes.observe import measure
+from replay import Batch, ReplayBuffer
+from train import Trainer
+
+PAGE = 4096
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux /proc)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
+
+
+def env_sps_raw(config: Config, steps: int) -> float:
+    """Vector-env steps/s (summed over envs) with random actions, the training env settings."""
+    env, spec, _ = make_env(config.env.id, config.env.num_envs, 0, config.env)
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(spec.num_actions, size=config.env.num_envs) for _ in range(64)]
+    try:
+        for i in range(20):
+            env.step(actions[i % 64])
+        start = time.perf_counter()
+        calls = max(steps // config.env.num_envs, 1)
+        for i in range(calls):
+            env.step(actions[i % 64])
+        return calls * config.env.num_envs / (time.perf_counter() - start)
+    finally:
+        env.close()
+
+
+def fixed_batch(spec, batch_size: int, device: torch.device) -> Batch:
+    """A replay-shaped batch held in memory (on the learner's device)."""
+    g = torch.Generator().manual_seed(0)
+    shape = (batch_size, *spec.obs_shape)
+    if spec.obs_dtype == np.uint8:
+        obs = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+    else:
+        obs = torch.randn(shape, generator=g)
+    batch = Batch(
+        obs,
+        torch.randint(0, spec.num_actions, (batch_size,), generator=g),
+        torch.randn(batch_size, generator=g),
+        torch.full((batch_size,), 0.99),
+        obs.flip(0),
+    )
+    return batch.to(device)
+
+
+def learner_ups_raw(configs_by_name: dict[str, Config], updates: int, rounds: int = 5) -> dict:
+    """Updates/s of the bare learner per config: same network, loss and optimiser, one fixed batch
+    in memory. The configs take turns in short rounds and each keeps its median round, so that
+    drift in the machine's speed hits them all alike."""
+    learners = {name: bare_learner(config) for name, config in configs_by_name.items()}
+    times: dict[str, list[float]] = {name: [] for name in learners}
+    per_round = max(updates // rounds, 1)
+    for _ in range(rounds):
+        for name, (agent, batch) in learners.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                agent.update(batch)
+            synchronize(agent.device)
+            times[name].append(time.perf_counter() - start)
+    return {name: per_round / float(np.median(t)) for name, t in times.items()}
+
+
+def bare_learner(config: Config) -> tuple:
+    """An agent and a fixed batch on its device, warmed up."""
+    env, spec, _ = make_env(config.env.id, 1, 0, config.env)
+    env.close()
+    agent = build_agent(config, spec, resolve_device(config.train.device))
+    batch = fixed_batch(spec, config.agent.batch_size, agent.device)
+    for _ in range(5):
+        agent.update(batch)
+    return agent, batch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_sps(config: Config, steps: int) -> float:
+    """Env steps/s of the real training loop (acting, env, replay, updates, logging, target
+    updates; probes off, they have their own figure), timed after the warm-up."""
+    config = replace(config, probes=replace(config.probes, enabled=False))
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        trainer = Trainer(config, Path(tmp), None)
+        try:
+            while trainer.step < config.agent.learning_starts + 4 * config.agent.train_interval:
+                before = trainer.step
+                trainer.iteration()
+                trainer.periodic(before, (time.perf_counter(), before), _NoBar())
+            start, first = time.perf_counter(), trainer.step
+            while trainer.step < first + steps:
+                before = trainer.step
+                trainer.iteration()
+                trainer.periodic(before, (start, first), _NoBar())
+            synchronize(trainer.agent.device)
+            return (trainer.step - first) / (time.perf_counter() - start)
+        finally:
+            trainer.logger.close()
+            trainer.env.close()
+
+
+class _NoBar:
+    def set_postfix_str(self, *_args, **_kwargs) -> None:
+        pass
+
+
+def fill_replay(config: Config, capacity: int, transitions: int, num_envs: int) -> ReplayBuffer:
+    """A replay buffer with `transitions` Atari-shaped transitions added the ordinary way, episodes
+    of 2,000 steps, frames from a pool of random images."""
+    rng = np.random.default_rng(0)
+    pool = rng.integers(0, 256, size=(64, num_envs, 4, 84, 84), dtype=np.uint8)
+    buffer = ReplayBuffer(
+        capacity,
+        num_envs,
+        (4, 84, 84),
+        np.dtype(np.uint8),
+        frame_stack=4,
+        n_step=config.agent.n_step,
+        gamma=config.agent.gamma,
+    )
+    actions, rewards = np.zeros(num_envs, np.int64), np.ones(num_envs, np.float32)
+    for t in range(transitions // num_envs):
+        done = np.full(num_envs, t % 2000 == 1999)
+        buffer.add(pool[t % 64], actions, rewards, pool[(t + 1) % 64], done, np.zeros_like(done))
+    return buffer
+
+
+def replay_figures(config: Config, capacity: int, transitions: int) -> dict[str, float]:
+    """Resident bytes per stored transition and microseconds per batch-32 sample."""
+    before = resident_bytes()
+    buffer = fill_replay(config, capacity, transitions, num_envs=8)
+    used = resident_bytes() - before
+    for _ in range(50):
+        buffer.sample(32)
+    times = []
+    for _ in range(500):
+        start = time.perf_counter()
+        buffer.sample(32)
+        times.append(time.perf_counter() - start)
+    return {
+        "replay_bytes_per_transition": used / transitions,
+        "replay_sample_us": float(np.median(times)) * 1e6,
+    }
+
+
+def probe_seconds(config: Config) -> tuple[float, float]:
+    """(seconds of one `measure`, seconds of one `probe_fit_loss`) at the configured sizes."""
+    env, spec, _ = make_env(config.env.id, 1, 0, config.env)
+    env.close()
+    device = resolve_device(config.train.device)
+    agent = build_agent(config, spec, device)
+    states = fixed_batch(spec, config.probes.batch_size, device).obs
+    measure(agent.online, states, ntk_batch=config.probes.ntk_batch)
+    start = time.perf_counter()
+    measure(agent.online, states, ntk_batch=config.probes.ntk_batch)
+    measured = time.perf_counter() - start
+    start = time.perf_counter()
+    probe_fit_loss(agent.online, states, steps=config.probes.fit_steps)
+    return measured, time.perf_counter() - start
+
+
+def probe_overhead(config: Config, sps: float) -> float:
+    """Share of training wall time spent in probes at the configured intervals, from the cost of
+    one measurement and the training time between two of them at `sps` steps/s."""
+    measured, fitted = probe_seconds(config)
+    per_step = measured / config.probes.interval
+    if config.probes.fit_interval:
+        per_step += fitted / config.probes.fit_interval
+    return per_step / (per_step + 1.0 / sps)
+
+
+def resolve(env: str, loss: str, assignments: list[str]) -> Config:
+    return configs.resolve(
+        overrides={"env": {"id": env}, "agent": {"loss": loss}}, assignments=assignments
+    )
