@@ -171,9 +171,10 @@ def probe_seconds(config: Config) -> tuple[float, float]:
     device = resolve_device(config.train.device)
     agent = build_agent(config, spec, device)
     states = fixed_batch(spec, config.probes.batch_size, device).obs
-    measure(agent.online, states, ntk_batch=config.probes.ntk_batch)
+    kwargs = {"ntk_batch": config.probes.ntk_batch, "ntk_readout": agent.online.q_values}
+    measure(agent.online, states, **kwargs)
     start = time.perf_counter()
-    measure(agent.online, states, ntk_batch=config.probes.ntk_batch)
+    measure(agent.online, states, **kwargs)
     measured = time.perf_counter() - start
     start = time.perf_counter()
     probe_fit_loss(agent.online, states, steps=config.probes.fit_steps)

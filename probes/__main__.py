@@ -44,7 +44,7 @@ def probe_checkpoint(path: Path, *, states: int, seed: int, fit: bool) -> dict[s
     agent = build_agent(config, spec, torch.device("cpu"))
     agent.online.load_state_dict(checkpoint["agent"]["online"])
     batch = torch.from_numpy(obs)
-    figures = measure(agent.online, batch)
+    figures = measure(agent.online, batch, ntk_readout=agent.online.q_values)
     if fit:
         figures["probe_fit_loss"] = probe_fit_loss(agent.online, batch, seed=seed)
     return figures

@@ -8,7 +8,7 @@ functional pass over a small batch gives the empirical NTK. The model is left ex
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +29,9 @@ JACOBIAN_BUDGET = 2**25
 
 GRAM_COLUMNS = 2**23
 """Jacobian entries cast to float64 at once while accumulating the NTK Gram matrix."""
+
+Readout = Callable[[Tensor], Tensor]
+"""Maps a model output [B, ...] to the values whose NTK is taken, [B, ...]."""
 
 
 @dataclass
@@ -123,13 +126,17 @@ def record(model: nn.Module, inputs: Tensor) -> tuple[_Recorder, Tensor]:
     return recorder, output
 
 
-def ntk_gram(model: nn.Module, inputs: Tensor, num_outputs: int) -> Tensor:
+def ntk_gram(
+    model: nn.Module, inputs: Tensor, num_outputs: int, readout: Readout | None = None
+) -> Tensor:
     """Trace NTK on `inputs` [n, ...]: K_ij = Σ_o ⟨∂f_o(x_i)/∂θ, ∂f_o(x_j)/∂θ⟩, float64 [n, n].
 
     f is the model's output flattened per example (O = `num_outputs` values: [A] or [A, K]), θ its
     trainable parameters. Summing over outputs keeps K at n×n whatever the head (a C51 head has
     O = A·K); it is the trace over outputs of the full (n·O)×(n·O) empirical NTK (Jacot et al.
-    2018). Per-example Jacobians come from torch.func (vmap of jacrev), in chunks of outputs so at
+    2018). `readout`, if given, maps the model's output to the values whose NTK is taken (e.g. a
+    distributional head's logits to its Q-values). Per-example Jacobians come from torch.func
+    (vmap of jacrev), in chunks of outputs so at
     most `JACOBIAN_BUDGET` entries are held at once; a model vmap cannot batch (data-dependent
     control flow, `.item()`) falls back to jacrev one example at a time.
     """
@@ -141,7 +148,7 @@ def ntk_gram(model: nn.Module, inputs: Tensor, num_outputs: int) -> Tensor:
         return gram
     chunk = max(1, JACOBIAN_BUDGET // (n * num_params))
     for lo in range(0, num_outputs, chunk):
-        jacobians = _jacobians(model, params, inputs, lo, min(lo + chunk, num_outputs))
+        jacobians = _jacobians(model, params, inputs, lo, min(lo + chunk, num_outputs), readout)
         for jacobian in jacobians.values():
             # Rows are examples; columns (outputs × parameter entries) sum into K_ij.
             for columns in jacobian.reshape(n, -1).split(max(1, GRAM_COLUMNS // n), dim=1):
@@ -151,12 +158,18 @@ def ntk_gram(model: nn.Module, inputs: Tensor, num_outputs: int) -> Tensor:
 
 
 def _jacobians(
-    model: nn.Module, params: dict[str, Tensor], inputs: Tensor, lo: int, hi: int
+    model: nn.Module,
+    params: dict[str, Tensor],
+    inputs: Tensor,
+    lo: int,
+    hi: int,
+    readout: Readout | None = None,
 ) -> dict[str, Tensor]:
     """∂f_{lo:hi}(x_i)/∂θ for every example: {name: [n, hi − lo, *param.shape]}."""
 
     def outputs(p: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(model, p, (x.unsqueeze(0),)).reshape(-1)[lo:hi]
+        out = functional_call(model, p, (x.unsqueeze(0),))
+        return (out if readout is None else readout(out)).reshape(-1)[lo:hi]
 
     try:
         return vmap(jacrev(outputs), in_dims=(None, 0))(params, inputs)
@@ -236,6 +249,7 @@ def measure(
     linear_threshold: float = 0.99,
     srank_delta: float = 0.01,
     ntk_batch: int = 32,
+    ntk_readout: Readout | None = None,
 ) -> dict[str, float]:
     """Plasticity probes of `model` on the probe batch `inputs` (passed to the model as they are).
 
@@ -248,6 +262,8 @@ def measure(
         inputs: [B, ...] batch; the first `ntk_batch` rows also give the NTK.
         tau: ReDo dormancy threshold. linear_threshold: share of positive preactivations that
             makes a unit linearized. srank_delta: δ of srank_δ. ntk_batch: 0 skips the NTK keys.
+        ntk_readout: maps the model's output to the values whose NTK is taken (default: the
+            output itself); e.g. Q-values of a distributional head, A values instead of A·K.
 
     Returns:
         {key: value}, finite. Whole-network keys: dormant_fraction, dead_fraction,
@@ -263,6 +279,7 @@ def measure(
         if recorder.features is not None:
             results.update(feature_metrics(recorder.features, srank_delta))
         if ntk_batch > 0:
-            gram = ntk_gram(model, inputs[:ntk_batch], output[0].numel())
+            read = output if ntk_readout is None else ntk_readout(output)
+            gram = ntk_gram(model, inputs[:ntk_batch], read[0].numel(), ntk_readout)
             results.update(ntk_metrics(gram, output.dtype))
     return results

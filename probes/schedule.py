@@ -34,7 +34,11 @@ class ProbeSchedule:
         if self.batch is None or crossed(c.refresh_interval, before, now):
             device = next(model.parameters()).device
             self.batch = replay.sample(c.batch_size).obs.to(device)
-        figures = measure(model, self.batch, ntk_batch=c.ntk_batch) if due else {}
+        # A distributional head's NTK is taken on its Q-values: A outputs, not A·K logits.
+        readout = getattr(model, "q_values", None)
+        figures = (
+            measure(model, self.batch, ntk_batch=c.ntk_batch, ntk_readout=readout) if due else {}
+        )
         if fit_due:
             figures["probe_fit_loss"] = probe_fit_loss(
                 model, self.batch, steps=c.fit_steps, seed=self.seed

@@ -387,3 +387,16 @@ def test_large_targets_cost_plasticity_and_layernorm_with_weight_decay_keeps_it(
     ln_wd_ratio = probes.probe_fit_loss(ln_wd, x)
     assert plain_ratio > 100.0
     assert ln_wd_ratio < plain_ratio / 10.0
+
+
+def test_ntk_readout_takes_the_kernel_of_mapped_outputs():
+    # f(x) = W x, W [2, 3], no bias: output o's Jacobian is x in row o of W and zero elsewhere, so
+    # the trace NTK over both outputs is 2·⟨x_i, x_j⟩, and over the first output alone ⟨x_i, x_j⟩.
+    from probes.observe import ntk_gram
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2, bias=False))
+    x = torch.randn(4, 3)
+    xx = x.double() @ x.double().T
+    torch.testing.assert_close(ntk_gram(model, x, 2), 2 * xx)
+    torch.testing.assert_close(ntk_gram(model, x, 1, readout=lambda out: out[:, :1]), xx)

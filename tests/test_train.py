@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import math
 import os
 import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import yaml
 from conftest import only_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import configs
 import train
 from agents import list_checkpoints, load_checkpoint
 
@@ -178,3 +183,46 @@ def test_list_variants_describes_every_option():
         "mse",
         "huber",
     } <= set(names)
+
+
+def test_the_resolved_options_are_recorded_in_tensorboard(pong_run):
+    events = EventAccumulator(str(pong_run), size_guidance={"tensors": 0})
+    events.Reload()
+    (text,) = events.Tensors("config/text_summary")
+    recorded = yaml.safe_load(textwrap.dedent(text.tensor_proto.string_val[0].decode()))
+    assert recorded["variant"] == "dqn" and recorded["env"]["max_episode_frames"] == 1200
+    # The HParams dashboard's session record, so runs can be filtered by option there.
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+OPTIONS = ["double", "nstep3", "no_clip", "hyperbolic", "mse", "huber"]
+
+
+@pytest.mark.parametrize("variant", sorted(set(configs.grid_variants("plasticity") + OPTIONS)))
+def test_every_option_and_the_paper_grid_train_on_a_real_game(variant, tmp_path):
+    argv = [
+        "--env",
+        "Breakout",
+        "--preset",
+        "smoke",
+        "--variant",
+        variant,
+        "--logdir",
+        str(tmp_path),
+        "--total-steps",
+        "300",
+        "--set",
+        "agent.learning_starts=100",
+        "--set",
+        "probes.interval=300",
+    ]
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert train.main(argv) == 0
+    run_dir = only_run(tmp_path)
+    assert f"__{variant}__" in run_dir.name
+    tags = scalars(run_dir)
+    losses = [e.value for e in tags["losses/td_loss"]]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert "plasticity/dormant_fraction" in tags and "plasticity/target_magnitude" in tags
+    if configs.resolve(variant=variant).agent.loss in ("c51", "two_hot", "hl_gauss"):
+        assert "plasticity/entropy" in tags
