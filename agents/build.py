@@ -30,4 +30,13 @@ def build_agent(config: Config, spec: EnvSpec, device: torch.device) -> DQNAgent
         config.network,
         categorical=is_categorical(config.agent.loss),
     )
-    return DQNAgent(network, config.agent, device=device, seed=config.train.seed)
+    t = config.train
+    return DQNAgent(
+        network,
+        config.agent,
+        device=device,
+        seed=t.seed,
+        pin_memory=t.pin_memory and device.type == "cuda",
+        compile=t.compile,
+        amp=t.amp,
+    )

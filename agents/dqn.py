@@ -48,12 +48,25 @@ class DQNAgent:
     """Acts ε-greedily and learns from replay batches."""
 
     def __init__(
-        self, network: QNetwork, config: AgentConfig, *, device: torch.device, seed: int
+        self,
+        network: QNetwork,
+        config: AgentConfig,
+        *,
+        device: torch.device,
+        seed: int,
+        pin_memory: bool = False,
+        compile: bool = False,
+        amp: bool = False,
     ) -> None:
         self.config = config
         self.device = device
         self.online = network.to(device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
+        # Compiled callables share the modules' parameters; probes and checkpoints use the modules.
+        self.online_fn = torch.compile(self.online) if compile else self.online
+        self.target_fn = torch.compile(self.target) if compile else self.target
+        self.pin_memory = pin_memory
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
         self.loss = make_loss(config, getattr(self.online.head, "support", None))
         self.optimizer = make_optimizer(self.online, config)
         self.penalized = regularized(self.online, config.regularize) if config.l2 > 0 else []
@@ -70,10 +83,12 @@ class DQNAgent:
             warmup=c.learning_starts,
         )
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def q_values(self, obs: Tensor) -> Tensor:
         """Q(s, ·) in reward units, [B, A]."""
-        return self.loss.q_values(self.online(obs))
+        with self.autocast:
+            output = self.online_fn(obs)
+        return self.loss.q_values(output.float())
 
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """One action per env: greedy from one batched forward pass, random with probability ε."""
@@ -88,15 +103,20 @@ class DQNAgent:
 
     def update(self, batch: Batch) -> Metrics:
         """One gradient step on a replay batch; returns detached metric tensors (no host sync)."""
-        batch = batch.to(self.device, non_blocking=True)
+        batch = (batch.pin_memory() if self.pin_memory else batch).to(
+            self.device, non_blocking=True
+        )
         rows = torch.arange(len(batch.action), device=self.device)
-        output = self.online(batch.obs)
+        with self.autocast:
+            output = self.online_fn(batch.obs).float()
+            with torch.no_grad():
+                next_target = self.target_fn(batch.next_obs).float()
+                chooser = (
+                    self.online_fn(batch.next_obs).float() if self.config.double else next_target
+                )
         taken = output[rows, batch.action]  # [B] or [B, K]
-        with torch.no_grad():
-            next_target = self.target(batch.next_obs)
-            chooser = self.online(batch.next_obs) if self.config.double else next_target
-            next_action = self.loss.q_values(chooser).argmax(1)  # a* = argmax_a Q(s', a)
-            next_taken = next_target[rows, next_action]
+        next_action = self.loss.q_values(chooser).argmax(1)  # a* = argmax_a Q(s', a)
+        next_taken = next_target[rows, next_action]
         per_sample, metrics = self.loss(taken, next_taken, batch.reward, batch.discount)
         loss = per_sample.mean()
         if self.penalized:

@@ -47,7 +47,7 @@ def sizes(quick: bool) -> dict[str, int]:
     }
 
 
-def run(env: str, device: str, threads: int, quick: bool) -> dict:
+def run(env: str, device: str, threads: int, quick: bool, envs: list[int]) -> dict:
     n = sizes(quick)
     common = [
         f"train.device={device}",
@@ -89,6 +89,9 @@ def run(env: str, device: str, threads: int, quick: bool) -> dict:
     results["replay_filled"] = n["replay_fill"]
     default = figures.resolve(env, "huber", [f"train.device={device}"])
     results["probe_overhead"] = figures.probe_overhead(default, results["train_sps"])
+    for num_envs in envs:  # the same replay ratio: one update per train_interval env steps
+        scaled = figures.resolve(env, "huber", [*common, f"env.num_envs={num_envs}"])
+        results[f"train_sps/envs={num_envs}"] = figures.train_sps(scaled, n["train_steps"])
     return results
 
 
@@ -130,11 +133,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", default="Pong", help="Atari game (default Pong)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: the config default)")
+    p.add_argument(
+        "--envs",
+        default="",
+        metavar="N,N,...",
+        help="also time train_sps with these numbers of vector envs, e.g. 1,4,16,64",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
     start = time.perf_counter()
     try:
-        results = run(args.env, args.device, args.threads, args.quick)
+        envs = [int(n) for n in args.envs.split(",") if n.strip()]
+    except ValueError:
+        print(
+            f"error: --envs '{args.envs}' must be numbers joined by commas, e.g. 1,4,16",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        results = run(args.env, args.device, args.threads, args.quick, envs)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

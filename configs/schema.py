@@ -119,6 +119,12 @@ class TrainConfig:
     """Environment steps between loss and Q-value logs."""
     threads: int
     """torch intra-op threads on the CPU; 0 keeps torch's default."""
+    pin_memory: bool
+    """Copy replay batches through page-locked memory with non-blocking transfers (CUDA only)."""
+    compile: bool
+    """torch.compile the networks' forward passes for acting and learning."""
+    amp: bool
+    """Mixed precision: forward passes under bfloat16 autocast; losses stay in float32."""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,10 @@ class Batch:
             *(t.to(device, non_blocking=non_blocking) for t in self._fields()),
         )
 
+    def pin_memory(self) -> Batch:
+        """A copy in page-locked host memory, so `to(cuda, non_blocking=True)` overlaps compute."""
+        return Batch(*(t.pin_memory() for t in self._fields()))
+
     def _fields(self) -> tuple[torch.Tensor, ...]:
         return (self.obs, self.action, self.reward, self.discount, self.next_obs)
 
