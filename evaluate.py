@@ -14,8 +14,10 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import configs
-from agents import build_agent, find_checkpoint, load_checkpoint, resolve_device
+from agents import agent_from_checkpoint, find_checkpoint, load_checkpoint, resolve_device
 from configs import UserError
 from envs import human_normalized, make_env, play_episodes
 
@@ -29,9 +31,9 @@ def evaluate(
     config = configs.from_dict(checkpoint["config"])
     env, spec, obs = make_env(config.env.id, min(num_envs, episodes), seed, config.env)
     try:
-        agent = build_agent(config, spec, resolve_device(device))
-        agent.online.load_state_dict(checkpoint["agent"]["online"])
+        agent = agent_from_checkpoint(checkpoint, config, spec, device=resolve_device(device))
         agent.online.eval()
+        agent.rng = np.random.default_rng(seed)  # ε-noise follows --seed, like the envs
         epsilon = config.agent.eval_epsilon
         games = play_episodes(
             env,
@@ -98,7 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     if result.get("human_normalized") is not None:
         print(f"human-normalised mean: {result['human_normalized']:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        return write_json(Path(args.json), result)
+    return 0
+
+
+def write_json(path: Path, data: dict) -> int:
+    """Write `data` as JSON; a bad path is one clear line and exit status 2."""
+    try:
+        path.write_text(json.dumps(data, indent=2))
+    except OSError as error:
+        print(f"error: cannot write {path}: {error.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 

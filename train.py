@@ -1,7 +1,7 @@
 """Train a DQN-family agent on an Atari game or a classic-control task.
 
     python train.py --env Pong --variant ln+wd+hl_gauss --seed 1
-    python train.py --resume runs/Pong__ln+wd+hl_gauss__s1__20261127-101500 --total-steps 20000000
+    python train.py --resume runs/pong__ln+wd+hl_gauss__s1__20261127-101500 --total-steps 20000000
 
 Data flows one way: config -> envs, replay, network, agent, probes -> loop { act -> env.step ->
 replay.add -> every k steps agent.update(replay.sample()) -> log } -> checkpoints.
@@ -10,6 +10,7 @@ replay.add -> every k steps agent.update(replay.sample()) -> log } -> checkpoint
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import time
@@ -28,14 +29,19 @@ from agents import (
     DQNAgent,
     build_agent,
     find_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     resolve_device,
     save_checkpoint,
 )
 from configs import Config, UserError
 from envs import AsyncStepper, EpisodeTracker, clip_rewards, make_env, resolve_env_id
-from probes.schedule import ProbeSchedule
+from probes.schedule import ProbeSchedule, crossed
 from replay import ReplayBuffer
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RESUMABLE_KEYS = ("train.total_steps", "train.device")
+"""Config keys a resumed run may change."""
 
 
 class TensorBoardLogger:
@@ -85,7 +91,9 @@ class Trainer:
         if c.train.threads:
             torch.set_num_threads(c.train.threads)
         self.step = int(checkpoint["step"]) if checkpoint else 0
-        seed = c.train.seed + self.step  # a resumed run must not replay the same env seeds
+        # One seed per (run seed, step): nearby seeds and resumed runs never share env seeds.
+        state = np.random.SeedSequence([c.train.seed, self.step]).generate_state(1)[0]
+        seed = int(state) % 2**30  # ale-py takes int32 seeds, one per env from this one up
         np.random.seed(seed)
         torch.manual_seed(seed)
         self.env, spec, self.obs = make_env(c.env.id, c.env.num_envs, seed, c.env)
@@ -104,10 +112,14 @@ class Trainer:
             seed=seed,
         )
         self.agent: DQNAgent = build_agent(c, spec, resolve_device(c.train.device))
+        refill = 0
         if checkpoint:
             self.agent.load_state_dict(checkpoint["agent"])
             if "replay" in checkpoint:
                 self.replay.load_state_dict(checkpoint["replay"])
+            else:  # an empty buffer warms up again before the updates resume
+                refill = self.step
+        self.learning_starts = c.agent.learning_starts + refill
         self.probes = ProbeSchedule(c.probes, seed=c.train.seed)
         self.logger = TensorBoardLogger(run_dir, purge_step=self.step if checkpoint else None)
         if not checkpoint:
@@ -117,12 +129,12 @@ class Trainer:
         self.metrics: dict[str, torch.Tensor] = {}
         self.last_score: float | None = None
         self.stop_signal: int | None = None
+        self.saved_step, self.saved_path = None, None
 
     def run(self) -> int:
         """Train to total_steps (or a signal), checkpoint, and return the exit status."""
         c = self.config
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self.request_stop)
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in STOP_SIGNALS}
         bar = tqdm(
             total=c.train.total_steps,
             initial=self.step,
@@ -138,11 +150,13 @@ class Trainer:
                 self.iteration()
                 bar.update(self.step - before)
                 clock = self.periodic(before, clock, bar)
-        finally:
-            path = self.save()
+        finally:  # a crash saves too: at worst it pushes out the oldest of the kept checkpoints
+            path = self.save() if self.step != self.saved_step else self.saved_path
             bar.close()
             self.logger.close()
             self.env.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return self.report(path)
 
     def iteration(self) -> None:
@@ -166,7 +180,7 @@ class Trainer:
     def learn(self) -> None:
         """The updates owed for the steps taken so far (one per train_interval env steps)."""
         a = self.config.agent
-        if self.step < a.learning_starts or not self.replay.can_sample(a.batch_size):
+        if self.step < self.learning_starts or not self.replay.can_sample(a.batch_size):
             self.updates_owed = 0.0
             return
         while self.updates_owed >= 1.0:
@@ -176,15 +190,14 @@ class Trainer:
     def periodic(self, before: int, clock: tuple[float, int], bar: tqdm) -> tuple[float, int]:
         """Target updates, logs, probes and checkpoints due between steps `before` and now."""
         c, now = self.config, self.step
-        crossed = lambda interval: now // interval > before // interval  # noqa: E731
-        if crossed(c.agent.target_update_interval):
+        if crossed(c.agent.target_update_interval, before, now):
             self.agent.sync_target()
-        if crossed(c.train.log_interval):
+        if crossed(c.train.log_interval, before, now):
             clock = self.log_progress(clock, bar)
-        if now >= c.agent.learning_starts and self.replay.can_sample(c.probes.batch_size):
+        if now >= self.learning_starts and self.replay.can_sample(c.probes.batch_size):
             figures = self.probes.maybe_measure(self.agent.online, self.replay, before, now)
             self.logger.scalars("plasticity/", figures, now)
-        if crossed(c.train.checkpoint_interval):
+        if crossed(c.train.checkpoint_interval, before, now):
             self.save()
         return clock
 
@@ -204,7 +217,10 @@ class Trainer:
         return time.perf_counter(), self.step
 
     def request_stop(self, signum: int, _frame: object) -> None:
-        """Ctrl-C / SIGTERM: finish the current step, checkpoint, exit cleanly."""
+        """Ctrl-C / SIGTERM: finish the current step, checkpoint, exit cleanly. A second signal
+        while that is under way interrupts at once (the last checkpoint stays whole)."""
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt
         self.stop_signal = signum
 
     def save(self) -> Path:
@@ -216,9 +232,10 @@ class Trainer:
         }
         if self.config.replay.save_contents:
             state["replay"] = self.replay.state_dict()
-        return save_checkpoint(
-            self.run_dir, self.step, state, keep=self.config.train.keep_checkpoints
-        )
+        keep = self.config.train.keep_checkpoints
+        self.saved_path = save_checkpoint(self.run_dir, self.step, state, keep=keep)
+        self.saved_step = self.step
+        return self.saved_path
 
     def report(self, path: Path) -> int:
         if self.stop_signal is not None:
@@ -248,6 +265,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="seeds torch, numpy, envs and replay (default 1)")
     p.add_argument("--total-steps", type=int, help="environment steps summed over envs")
     p.add_argument("--logdir", default="runs", help="folder that holds one directory per run")
+    p.add_argument(
+        "--run-name",
+        help="the run directory's name under --logdir (default: game__variant__sSEED__time); "
+        "rerunning with the same name resumes it",
+    )
     p.add_argument("--preset", help=f"budget/protocol: {', '.join(configs.available('presets'))}")
     p.add_argument("--config", help="a YAML file of config keys laid over the preset")
     p.add_argument(
@@ -276,7 +298,9 @@ def cli_overrides(args: argparse.Namespace) -> dict:
     return configs.load.unflatten({k: v for k, v in flags.items() if v is not None})
 
 
-def new_run(args: argparse.Namespace) -> tuple[Config, Path]:
+def new_run(args: argparse.Namespace) -> tuple[Config, Path, dict | None]:
+    """The config the flags give and its run directory; a `--run-name` directory that already
+    holds checkpoints is resumed (a requeued job reruns the same command), if the flags agree."""
     config = configs.resolve(
         preset=args.preset,
         config_file=args.config,
@@ -284,19 +308,51 @@ def new_run(args: argparse.Namespace) -> tuple[Config, Path]:
         overrides=cli_overrides(args),
         assignments=args.set,
     )
+    resolve_device(config.train.device)  # refuse a missing CUDA before anything is written
     name, _ = resolve_env_id(config.env.id)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.logdir) / f"{name}__{config.variant}__s{config.train.seed}__{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=False)
+    default = f"{name}__{config.variant}__s{config.train.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.logdir) / (args.run_name or default)
+    if args.run_name and list_checkpoints(run_dir):
+        checkpoint = load_checkpoint(find_checkpoint(run_dir))
+        check_same_run(config, configs.from_dict(checkpoint["config"]), run_dir)
+        return config, run_dir, checkpoint
+    run_dir = make_run_dir(run_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(configs.to_dict(config), sort_keys=False))
-    return config, run_dir
+    return config, run_dir, None
+
+
+def make_run_dir(run_dir: Path) -> Path:
+    """Create the run directory, with a numeric suffix if that name is taken."""
+    candidate, index = run_dir, 1
+    try:
+        while True:
+            try:
+                candidate.mkdir(parents=True)
+                return candidate
+            except FileExistsError:
+                index += 1
+                candidate = run_dir.with_name(f"{run_dir.name}-{index}")
+    except OSError as error:
+        raise UserError(f"Cannot create the run directory {candidate}: {error.strerror}.") from None
+
+
+def check_same_run(config: Config, saved: Config, run_dir: Path) -> None:
+    """Refuse to resume `run_dir` under flags that change its config (beyond budget and device)."""
+    mine = configs.load.flatten(configs.to_dict(config))
+    theirs = configs.load.flatten(configs.to_dict(saved))
+    changed = [k for k in mine if mine[k] != theirs.get(k) and k not in RESUMABLE_KEYS]
+    if changed:
+        raise UserError(
+            f"{run_dir} holds a run whose config differs from these flags in "
+            f"{', '.join(changed)}; use another --run-name, or the same flags to resume it."
+        )
 
 
 def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict]:
     """The run's saved config (with a new --total-steps or --device if given) and its checkpoint."""
     fixed = [
         f"--{k.replace('_', '-')}"
-        for k in ("env", "variant", "seed", "preset", "config")
+        for k in ("env", "variant", "seed", "preset", "config", "run_name")
         if getattr(args, k) is not None
     ] + (["--set"] if args.set else [])
     if fixed:
@@ -305,18 +361,18 @@ def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict]:
             "(only --total-steps and --device may change)."
         )
     run_dir = Path(args.resume)
+    if run_dir.is_file():
+        raise UserError(
+            f"--resume takes the run directory, not a checkpoint file: {run_dir.parent}"
+        )
     checkpoint = load_checkpoint(find_checkpoint(run_dir))
     config = configs.from_dict(checkpoint["config"])
-    train = replace(
-        config.train,
-        **{
-            k: v
-            for k, v in {"total_steps": args.total_steps, "device": args.device}.items()
-            if v is not None
-        },
-    )
+    changes = {"total_steps": args.total_steps, "device": args.device}
+    train = replace(config.train, **{k: v for k, v in changes.items() if v is not None})
     config = replace(config, train=train)
     configs.load.check_values(config)
+    resolve_device(config.train.device)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(configs.to_dict(config), sort_keys=False))
     return config, run_dir, checkpoint
 
 
@@ -330,11 +386,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_grid:
             print("\n".join(configs.grid_variants(args.list_grid)))
             return 0
-        if args.resume:
-            config, run_dir, checkpoint = resumed_run(args)
-        else:
-            (config, run_dir), checkpoint = new_run(args), None
-        return Trainer(config, run_dir, checkpoint).run()
+        config, run_dir, checkpoint = resumed_run(args) if args.resume else new_run(args)
+        try:
+            trainer = Trainer(config, run_dir, checkpoint)
+        except UserError:
+            if checkpoint is None:  # leave no empty run directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        return trainer.run()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,12 +1,13 @@
 """Agents: the DQN learning rule, value losses and targets, checkpoints."""
 
-from agents.build import build_agent, resolve_device
+from agents.build import agent_from_checkpoint, build_agent, resolve_device
 from agents.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from agents.dqn import DQNAgent, linear_epsilon, make_optimizer
 from agents.losses import is_categorical, make_loss
 
 __all__ = [
     "DQNAgent",
+    "agent_from_checkpoint",
     "build_agent",
     "find_checkpoint",
     "is_categorical",

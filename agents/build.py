@@ -40,3 +40,19 @@ def build_agent(config: Config, spec: EnvSpec, device: torch.device) -> DQNAgent
         compile=t.compile,
         amp=t.amp,
     )
+
+
+def agent_from_checkpoint(
+    checkpoint: dict, config: Config, spec: EnvSpec, *, device: torch.device
+) -> DQNAgent:
+    """An agent (built from the checkpoint's `config`) whose online network holds the
+    checkpoint's weights, for acting and probing."""
+    agent = build_agent(config, spec, device)
+    try:
+        agent.online.load_state_dict(checkpoint["agent"]["online"])
+    except (KeyError, RuntimeError) as error:
+        reason = str(error).splitlines()[0]
+        raise UserError(
+            f"The checkpoint's network does not fit the network its config builds: {reason}"
+        ) from None
+    return agent

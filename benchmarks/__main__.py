@@ -7,7 +7,6 @@ Targets are for a 2-core CPU machine; they are reported, never asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -17,6 +16,7 @@ import torch
 
 from benchmarks import figures
 from configs import UserError
+from evaluate import write_json
 
 HEADS = ["huber", "c51", "two_hot", "hl_gauss"]
 TARGETS = {
@@ -143,23 +143,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     start = time.perf_counter()
     try:
-        envs = [int(n) for n in args.envs.split(",") if n.strip()]
-    except ValueError:
-        print(
-            f"error: --envs '{args.envs}' must be numbers joined by commas, e.g. 1,4,16",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        results = run(args.env, args.device, args.threads, args.quick, envs)
+        results = run(args.env, args.device, args.threads, args.quick, parse_envs(args.envs))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     results["conditions"]["wall_seconds"] = time.perf_counter() - start
     print(table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+    return write_json(Path(args.json), results) if args.json else 0
+
+
+def parse_envs(text: str) -> list[int]:
+    """`1,4,16` -> [1, 4, 16]."""
+    try:
+        counts = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        counts = [0]
+    if any(n < 1 for n in counts):
+        raise UserError(f"--envs '{text}' must be positive numbers joined by commas, e.g. 1,4,16.")
+    return counts
 
 
 if __name__ == "__main__":

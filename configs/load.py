@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -117,9 +118,12 @@ def unflatten(flat: dict[str, Any]) -> dict:
 
 
 def merge(base: dict, update: dict, source: str) -> dict:
-    """Return base with update's keys laid over it; a key base lacks is a UserError."""
+    """Return base with update's keys laid over it; a key base lacks is a UserError. The variant
+    label comes only from --variant, so that it always names the options applied."""
     flat = flatten(base)
     for key, value in flatten(update).items():
+        if key == "variant":
+            raise UserError(f"'variant' cannot be set in {source}; choose options with --variant.")
         if key not in flat:
             raise UserError(unknown_key_message(key, flat, source))
         flat[key] = value
@@ -168,7 +172,7 @@ def resolve(
         raw = merge(raw, load_yaml(Path(config_file), "Config file"), config_file)
     if variant is not None:
         raw = merge(raw, variant_keys(variant), f"--variant {variant}")
-        raw["variant"] = variant
+        raw["variant"] = "+".join(o.strip() for o in variant.split("+"))
     raw = merge(raw, overrides or {}, "the command line")
     for assignment in assignments:
         raw = merge(raw, parse_set(assignment), f"--set {assignment}")
@@ -235,26 +239,32 @@ def coerce_scalar(value: Any, kind: type) -> Any:
             raise ValueError("true or false")
         return value
     if kind is int:
-        number = (
-            float(value)
-            if isinstance(value, str | float) and not isinstance(value, bool)
-            else value
-        )
-        if isinstance(number, bool) or not isinstance(number, int | float) or number != int(number):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        number = finite_number(value, "a whole number")  # YAML reads 1e6 as a string
+        if number != int(number):
             raise ValueError("a whole number")
         return int(number)
     if kind is float:
-        if isinstance(value, bool):
-            raise ValueError("a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError("a number") from None
+        return finite_number(value, "a number")
     if kind is str:
         if not isinstance(value, str):
             raise ValueError("a string")
         return value
     raise TypeError(f"unsupported annotation {kind}")
+
+
+def finite_number(value: Any, expected: str) -> float:
+    """float(value) for a finite number or numeric string; ValueError(expected) otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(expected) from None
+    if not math.isfinite(number):
+        raise ValueError(f"{expected} (finite)")
+    return number
 
 
 def check_values(config: Config) -> None:
@@ -270,7 +280,7 @@ def check_values(config: Config) -> None:
     rules = [
         (a.lr > 0, "agent.lr", a.lr, "a learning rate > 0"),
         (0 < a.gamma <= 1, "agent.gamma", a.gamma, "a discount in (0, 1]"),
-        (a.n_step >= 1, "agent.n_step", a.n_step, "n >= 1"),
+        (1 <= a.n_step <= 255, "agent.n_step", a.n_step, "n from 1 to 255"),
         (a.batch_size >= 1, "agent.batch_size", a.batch_size, "a batch size >= 1"),
         (
             a.batch_size <= r.capacity,
@@ -337,6 +347,7 @@ def check_values(config: Config) -> None:
             "room for at least a few transitions per environment",
         ),
         (t.total_steps > 0, "train.total_steps", t.total_steps, "a number of steps > 0"),
+        (0 <= t.seed < 2**32, "train.seed", t.seed, "a seed from 0 to 2**32 - 1"),
         (
             min(t.checkpoint_interval, t.log_interval, t.keep_checkpoints) >= 1,
             "train intervals",

@@ -25,11 +25,5 @@ class AsyncStepper:
         """(obs, rewards, terminated, truncated, info), rows in env order."""
         if not self.native:
             return self.env.step(self.pending)
-        obs, rewards, terminated, truncated, info = self.env.recv()
-        order = np.argsort(info["env_id"])
-        if (order != np.arange(len(order))).any():  # recv may answer in completion order
-            obs, rewards, terminated, truncated = (
-                x[order] for x in (obs, rewards, terminated, truncated)
-            )
-            info = {k: v[order] for k, v in info.items()}
-        return obs, rewards, terminated, truncated, info
+        # With batch_size == num_envs (how make_atari builds it) recv answers in env order.
+        return self.env.recv()

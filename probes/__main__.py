@@ -8,7 +8,6 @@ exactly the same states and their columns compare directly.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -16,9 +15,10 @@ import numpy as np
 import torch
 
 import configs
-from agents import build_agent, find_checkpoint, load_checkpoint
+from agents import agent_from_checkpoint, find_checkpoint, load_checkpoint
 from configs import UserError
 from envs import make_env
+from evaluate import write_json
 from probes.fit import probe_fit_loss
 from probes.observe import measure
 
@@ -41,12 +41,14 @@ def probe_checkpoint(path: Path, *, states: int, seed: int, fit: bool) -> dict[s
     checkpoint = load_checkpoint(find_checkpoint(path))
     config = configs.from_dict(checkpoint["config"])
     obs, spec = collect_states(config, states, seed=seed)
-    agent = build_agent(config, spec, torch.device("cpu"))
-    agent.online.load_state_dict(checkpoint["agent"]["online"])
-    batch = torch.from_numpy(obs)
-    figures = measure(agent.online, batch, ntk_readout=agent.online.q_values)
+    agent = agent_from_checkpoint(checkpoint, config, spec, device=torch.device("cpu"))
+    batch, sizes = torch.from_numpy(obs), config.probes  # the sizes training logged with
+    ntk_batch = min(sizes.ntk_batch, states)
+    figures = measure(agent.online, batch, ntk_batch=ntk_batch, ntk_readout=agent.online.q_values)
     if fit:
-        figures["probe_fit_loss"] = probe_fit_loss(agent.online, batch, seed=seed)
+        figures["probe_fit_loss"] = probe_fit_loss(
+            agent.online, batch, steps=sizes.fit_steps, seed=seed
+        )
     return figures
 
 
@@ -89,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(table(columns))
-    if args.json:
-        Path(args.json).write_text(json.dumps(columns, indent=2))
-    return 0
+    return write_json(Path(args.json), columns) if args.json else 0
 
 
 if __name__ == "__main__":

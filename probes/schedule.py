@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from torch import Tensor, nn
 
 from configs.schema import ProbeConfig
@@ -17,12 +18,15 @@ def crossed(interval: int, before: int, now: int) -> bool:
 
 class ProbeSchedule:
     """A fixed probe batch drawn from replay (redrawn every `refresh_interval` steps); `measure`
-    every `interval` steps and the costlier `probe_fit_loss` every `fit_interval` steps."""
+    every `interval` steps and the costlier `probe_fit_loss` every `fit_interval` steps. The batch
+    is drawn with the schedule's own generator: probing never changes what the agent trains on."""
 
     def __init__(self, config: ProbeConfig, *, seed: int) -> None:
         self.config = config
         self.seed = seed
+        self.rng = np.random.default_rng(seed)
         self.batch: Tensor | None = None
+        self.drawn_at = 0
 
     def maybe_measure(self, model: nn.Module, replay: ReplayBuffer, before: int, now: int) -> dict:
         """The probe figures due for the steps (before, now]; {} when none are."""
@@ -31,9 +35,10 @@ class ProbeSchedule:
         fit_due = crossed(c.fit_interval, before, now)
         if not c.enabled or not (due or fit_due):
             return {}
-        if self.batch is None or crossed(c.refresh_interval, before, now):
+        if self.batch is None or now - self.drawn_at >= c.refresh_interval:
             device = next(model.parameters()).device
-            self.batch = replay.sample(c.batch_size).obs.to(device)
+            self.batch = replay.sample(c.batch_size, rng=self.rng).obs.to(device)
+            self.drawn_at = now
         # A distributional head's NTK is taken on its Q-values: A outputs, not A·K logits.
         readout = getattr(model, "q_values", None)
         figures = (

@@ -193,13 +193,18 @@ class ReplayBuffer:
         """Whether `sample(batch_size)` can draw from at least `batch_size` distinct transitions."""
         return len(self) >= batch_size
 
-    def sample(self, batch_size: int) -> Batch:
+    def sample(self, batch_size: int, *, rng: np.random.Generator | None = None) -> Batch:
         """Draw `batch_size` transitions uniformly (with replacement) among sampleable ones.
+
+        Args:
+            batch_size: transitions to draw.
+            rng: the generator to draw with; default the buffer's own. An observer (the probe
+                batch) passes its own, so that observing never changes the training batches.
 
         Returns:
             A Batch of CPU tensors; rebuilds stacks and n-step returns from the stored frames.
         """
-        base, slot, window = self._draw(batch_size)
+        base, slot, window = self._draw(batch_size, rng or self._rng)
         ret, discount, m = self._n_step(window)
         # One gather for obs (stack ending at t) and next_obs (stack ending at t + m).
         stacks = self._stacks(np.concatenate([base, base]), np.concatenate([slot, slot + m]))
@@ -226,7 +231,7 @@ class ReplayBuffer:
         discount = np.where(terminated, 0.0, self._powers[m])
         return ret.astype(np.float32), discount.astype(np.float32), m
 
-    def _draw(self, batch_size: int) -> tuple[np.ndarray, ...]:
+    def _draw(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """Rejection-sample slots uniformly among sampleable ones.
 
         Returns:
@@ -241,7 +246,7 @@ class ReplayBuffer:
         draws: list[tuple[np.ndarray, ...]] = []
         got = 0
         for _ in range(_MAX_DRAWS):
-            u = self._rng.integers(0, cum[-1], size=batch_size + batch_size // 2 + 8)
+            u = rng.integers(0, cum[-1], size=batch_size + batch_size // 2 + 8)
             env = np.searchsorted(cum, u, side="right")
             draws.append(self._keep_sampleable(env, u + shift[env]))
             got += len(draws[-1][0])
@@ -253,7 +258,7 @@ class ReplayBuffer:
         base, slot, window = self._keep_sampleable(env, np.arange(env.size) + shift[env])
         if base.size == 0:
             raise ValueError("no sampleable transition stored yet")
-        pick = self._rng.integers(0, base.size, size=batch_size)
+        pick = rng.integers(0, base.size, size=batch_size)
         return base[pick], slot[pick], window[pick]
 
     def _stacks(self, base: np.ndarray, end: np.ndarray) -> np.ndarray:

@@ -64,6 +64,10 @@ def test_set_reads_yaml_numbers_and_lists():
     assert (c.agent.lr, c.replay.capacity, c.network.mlp_hidden) == (1e-4, 100_000, (32, 16))
 
 
+def test_the_variant_label_is_normalised_from_the_options_given():
+    assert resolve(variant=" ln + wd ").variant == "ln+wd"
+
+
 def test_resolved_config_round_trips_through_plain_data():
     c = resolve(preset="smoke", variant="ln+c51")
     assert from_dict(to_dict(c)) == c
@@ -94,6 +98,11 @@ def test_unknown_key_names_it_and_the_valid_keys():
         ("agent.loss=ce", r"agent\.loss' got 'ce'; it takes one of huber, mse, c51"),
         ("agent.double=maybe", r"agent\.double' got 'maybe'; it takes true or false"),
         ("agent.batch_size=3.5", r"it takes a whole number"),
+        ("train.total_steps=1e400", r"it takes a whole number \(finite\)"),
+        ("train.total_steps=abc", r"'abc'; it takes a whole number\."),
+        ("train.seed=-1", r"train\.seed = -1 is impossible; it needs a seed from 0"),
+        ("agent.n_step=300", r"agent\.n_step = 300 is impossible; it needs n from 1 to 255"),
+        ("variant=ln", r"'variant' cannot be set in --set variant=ln; choose options with"),
     ],
 )
 def test_impossible_values_are_refused(assignment, message):

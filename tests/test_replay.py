@@ -248,3 +248,15 @@ def test_batch_to_moves_every_field() -> None:
     moved = rb.sample(4).to("meta")
     assert isinstance(moved, Batch)
     assert {t.device.type for t in moved._fields()} == {"meta"}
+
+
+def test_sampling_with_an_outside_generator_leaves_the_buffer_stream_alone() -> None:
+    # The probe batch is drawn with its own generator: the training batches must not change.
+    env = ScriptedVectorEnv(INTERLEAVED, stack=4)
+    watched = ReplayBuffer(72, 3, (4, 2), np.uint8, frame_stack=4, n_step=3, gamma=0.5, seed=5)
+    alone = ReplayBuffer(72, 3, (4, 2), np.uint8, frame_stack=4, n_step=3, gamma=0.5, seed=5)
+    env.run(watched, 100)
+    ScriptedVectorEnv(INTERLEAVED, stack=4).run(alone, 100)
+    watched.sample(16, rng=np.random.default_rng(1))
+    for x, y in zip(watched.sample(32)._fields(), alone.sample(32)._fields(), strict=True):
+        assert torch.equal(x, y)

@@ -92,6 +92,56 @@ def test_resume_continues_the_step_counter_and_optimizer(pong_run, tmp_path):
     assert [e.step for e in epsilon if e.step > 800] == [900, 1000]
 
 
+def test_resume_without_replay_contents_warms_up_again(tmp_path):
+    argv = [
+        "--env",
+        "Pong",
+        "--preset",
+        "smoke",
+        "--logdir",
+        str(tmp_path),
+        "--total-steps",
+        "400",
+        "--set",
+        "probes.enabled=false",
+    ]
+    assert train.main(argv) == 0
+    run_dir = only_run(tmp_path)
+    before = load_checkpoint(list_checkpoints(run_dir)[-1])
+    assert "replay" not in before  # replay contents are off by default
+    assert train.main(["--resume", str(run_dir), "--total-steps", "800"]) == 0
+    after = load_checkpoint(list_checkpoints(run_dir)[-1])
+    # The empty buffer collects learning_starts = 200 steps again: updates resume at step 600 and
+    # the 2 envs owe one every 2 iterations, at steps 602, 606, ..., 798: 50 updates.
+    assert after["agent"]["updates"] - before["agent"]["updates"] == 50
+
+
+def test_rerunning_a_named_run_resumes_it_and_refuses_other_flags(tmp_path):
+    def job(total: int, *extra: str) -> list[str]:
+        return [
+            "--env",
+            "Pong",
+            "--preset",
+            "smoke",
+            "--logdir",
+            str(tmp_path),
+            "--run-name",
+            "job7",
+            "--total-steps",
+            str(total),
+            "--set",
+            "probes.enabled=false",
+            *extra,
+        ]
+
+    assert train.main(job(400)) == 0
+    assert train.main(job(800)) == 0  # the same job requeued with a larger budget resumes
+    assert [p.name for p in list_checkpoints(tmp_path / "job7")][-1] == "ckpt_000000000800.pt"
+    result = run_cli("train.py", *job(1200, "--variant", "ln"), timeout=60)
+    assert result.returncode == 2
+    assert "differs from these flags in variant, network.layer_norm" in result.stderr
+
+
 def test_evaluate_scores_the_checkpoint(pong_run, tmp_path):
     out = tmp_path / "scores.json"
     result = run_cli("evaluate.py", str(pong_run), "--episodes", "2", "--json", str(out))
@@ -146,6 +196,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
         (["--total-steps", "0"], r"train.total_steps = 0 is impossible"),
         (["--variant", "c51+hl_gauss"], r"'c51' and 'hl_gauss' clash"),
         (["--resume", "/nonexistent/run"], r"/nonexistent/run does not exist"),
+        (["--seed", "-3"], r"train.seed = -3 is impossible"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, message, tmp_path):
