@@ -10,6 +10,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -267,112 +268,105 @@ def finite_number(value: Any, expected: str) -> float:
     return number
 
 
+def at_least(low: float) -> Callable[[Any], bool]:
+    return lambda v: v >= low
+
+
+def within(low: float, high: float) -> Callable[[Any], bool]:
+    return lambda v: low <= v <= high
+
+
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "agent.lr": (lambda v: v > 0, "a learning rate > 0"),
+    "agent.gamma": (lambda v: 0 < v <= 1, "a discount in (0, 1]"),
+    "agent.n_step": (within(1, 255), "n from 1 to 255"),
+    "agent.batch_size": (at_least(1), "a batch size >= 1"),
+    "agent.train_interval": (at_least(1), ">= 1"),
+    "agent.target_update_interval": (at_least(1), ">= 1"),
+    "agent.learning_starts": (at_least(0), ">= 0"),
+    "agent.epsilon_start": (within(0, 1), "a value in [0, 1]"),
+    "agent.epsilon_end": (within(0, 1), "a value in [0, 1]"),
+    "agent.epsilon_decay_steps": (at_least(1), ">= 1"),
+    "agent.eval_epsilon": (within(0, 1), "a value in [0, 1]"),
+    "agent.weight_decay": (at_least(0), "a coefficient >= 0"),
+    "agent.l2": (at_least(0), "a coefficient >= 0"),
+    "agent.max_grad_norm": (at_least(0), ">= 0 (0 is off)"),
+    "agent.sigma_ratio": (lambda v: v > 0, "a ratio > 0"),
+    "network.num_atoms": (at_least(2), ">= 2 atoms"),
+    "network.cnn_hidden": (at_least(1), "a width >= 1"),
+    "network.mlp_hidden": (lambda v: all(w >= 1 for w in v), "widths >= 1"),
+    "env.num_envs": (at_least(1), ">= 1"),
+    "env.sticky_actions": (within(0, 1), "a probability in [0, 1]"),
+    "env.frame_skip": (at_least(1), ">= 1"),
+    "env.frame_stack": (at_least(1), ">= 1"),
+    "env.noop_max": (at_least(0), ">= 0"),
+    "env.max_episode_frames": (at_least(1), ">= 1"),
+    "train.total_steps": (at_least(1), "a number of steps > 0"),
+    "train.seed": (within(0, 2**32 - 1), "a seed from 0 to 2**32 - 1"),
+    "train.checkpoint_interval": (at_least(1), ">= 1"),
+    "train.keep_checkpoints": (at_least(1), ">= 1"),
+    "train.log_interval": (at_least(1), ">= 1"),
+    "train.threads": (at_least(0), ">= 0 (0 keeps torch's default)"),
+    "probes.interval": (at_least(1), ">= 1"),
+    "probes.fit_interval": (at_least(0), ">= 0 (0 is off)"),
+    "probes.batch_size": (at_least(2), ">= 2 states"),
+    "probes.refresh_interval": (at_least(1), ">= 1"),
+    "probes.fit_steps": (at_least(1), ">= 1"),
+}
+"""Per-key bounds: (predicate, what the key accepts)."""
+
+
 def check_values(config: Config) -> None:
     """Refuse impossible values before anything starts."""
-    a, e, n, r, t, p = (
-        config.agent,
-        config.env,
-        config.network,
-        config.replay,
-        config.train,
-        config.probes,
-    )
-    rules = [
-        (a.lr > 0, "agent.lr", a.lr, "a learning rate > 0"),
-        (0 < a.gamma <= 1, "agent.gamma", a.gamma, "a discount in (0, 1]"),
-        (1 <= a.n_step <= 255, "agent.n_step", a.n_step, "n from 1 to 255"),
-        (a.batch_size >= 1, "agent.batch_size", a.batch_size, "a batch size >= 1"),
+    flat = flatten(dataclasses.asdict(config))
+    for key, (ok, accepted) in RULES.items():
+        if not ok(flat[key]):
+            raise UserError(
+                f"Config value {key} = {flat[key]!r} is impossible; it needs {accepted}."
+            )
+    for ok, key, accepted in joint_rules(config):
+        if not ok:
+            raise UserError(
+                f"Config value {key} = {flat[key]!r} is impossible; it needs {accepted}."
+            )
+
+
+def joint_rules(c: Config) -> list[tuple[bool, str, str]]:
+    """(holds, key, what it needs) for the rules that tie two keys together."""
+    a, r = c.agent, c.replay
+    room = c.env.num_envs * (c.env.frame_stack + a.n_step + 2)
+    return [
         (
             a.batch_size <= r.capacity,
             "agent.batch_size",
-            a.batch_size,
             f"a batch no larger than replay.capacity ({r.capacity})",
         ),
-        (a.train_interval >= 1, "agent.train_interval", a.train_interval, ">= 1"),
         (
-            a.target_update_interval >= 1,
-            "agent.target_update_interval",
-            a.target_update_interval,
-            ">= 1",
+            a.epsilon_end <= a.epsilon_start,
+            "agent.epsilon_end",
+            f"a value <= agent.epsilon_start ({a.epsilon_start})",
         ),
-        (a.learning_starts >= 0, "agent.learning_starts", a.learning_starts, ">= 0"),
         (
-            0 <= a.epsilon_end <= a.epsilon_start <= 1,
-            "agent.epsilon_start/end",
-            (a.epsilon_start, a.epsilon_end),
-            "0 <= epsilon_end <= epsilon_start <= 1",
-        ),
-        (a.epsilon_decay_steps >= 1, "agent.epsilon_decay_steps", a.epsilon_decay_steps, ">= 1"),
-        (0 <= a.eval_epsilon <= 1, "agent.eval_epsilon", a.eval_epsilon, "a value in [0, 1]"),
-        (
-            a.weight_decay >= 0 and a.l2 >= 0,
-            "agent.weight_decay/l2",
-            (a.weight_decay, a.l2),
-            "coefficients >= 0",
-        ),
-        (a.max_grad_norm >= 0, "agent.max_grad_norm", a.max_grad_norm, ">= 0 (0 is off)"),
-        (a.sigma_ratio > 0, "agent.sigma_ratio", a.sigma_ratio, "a ratio > 0"),
-        (
-            not (a.loss == "c51" and a.value_transform != "none"),
+            a.loss != "c51" or a.value_transform == "none",
             "agent.value_transform",
-            a.value_transform,
             "'none' with c51, whose projection needs a linear Bellman operator",
         ),
-        (n.num_atoms >= 2, "network.num_atoms", n.num_atoms, ">= 2 atoms"),
-        (n.v_min < n.v_max, "network.v_min/v_max", (n.v_min, n.v_max), "v_min < v_max"),
         (
-            all(w >= 1 for w in n.mlp_hidden) and n.cnn_hidden >= 1,
-            "network widths",
-            (n.mlp_hidden, n.cnn_hidden),
-            "positive widths",
-        ),
-        (e.num_envs >= 1, "env.num_envs", e.num_envs, ">= 1"),
-        (0 <= e.sticky_actions <= 1, "env.sticky_actions", e.sticky_actions, "a value in [0, 1]"),
-        (
-            e.frame_skip >= 1 and e.frame_stack >= 1,
-            "env.frame_skip/frame_stack",
-            (e.frame_skip, e.frame_stack),
-            ">= 1",
+            c.network.v_min < c.network.v_max,
+            "network.v_min",
+            f"a value below network.v_max ({c.network.v_max})",
         ),
         (
-            e.noop_max >= 0 and e.max_episode_frames >= 1,
-            "env.noop_max/max_episode_frames",
-            (e.noop_max, e.max_episode_frames),
-            "noop_max >= 0 and max_episode_frames >= 1",
-        ),
-        (
-            r.capacity >= e.num_envs * (e.frame_stack + a.n_step + 2),
+            r.capacity >= room,
             "replay.capacity",
-            r.capacity,
-            "room for at least a few transitions per environment",
+            f"room for a few transitions per env (at least {room})",
         ),
-        (t.total_steps > 0, "train.total_steps", t.total_steps, "a number of steps > 0"),
-        (0 <= t.seed < 2**32, "train.seed", t.seed, "a seed from 0 to 2**32 - 1"),
         (
-            min(t.checkpoint_interval, t.log_interval, t.keep_checkpoints) >= 1,
-            "train intervals",
-            (t.checkpoint_interval, t.log_interval, t.keep_checkpoints),
-            ">= 1",
-        ),
-        (t.threads >= 0, "train.threads", t.threads, ">= 0 (0 keeps torch's default)"),
-        (
-            p.interval >= 1 and p.refresh_interval >= 1 and p.fit_interval >= 0,
-            "probes intervals",
-            (p.interval, p.refresh_interval, p.fit_interval),
-            "interval >= 1, fit_interval >= 0",
-        ),
-        (p.batch_size >= 2, "probes.batch_size", p.batch_size, ">= 2 states"),
-        (
-            0 <= p.ntk_batch <= p.batch_size,
+            c.probes.ntk_batch <= c.probes.batch_size and c.probes.ntk_batch >= 0,
             "probes.ntk_batch",
-            p.ntk_batch,
-            "0 (off) up to probes.batch_size",
+            f"0 (off) up to probes.batch_size ({c.probes.batch_size})",
         ),
-        (p.fit_steps >= 1, "probes.fit_steps", p.fit_steps, ">= 1"),
     ]
-    for ok, key, value, accepted in rules:
-        if not ok:
-            raise UserError(f"Config value {key} = {value!r} is impossible; it needs {accepted}.")
 
 
 def to_dict(config: Config) -> dict:
