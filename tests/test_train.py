@@ -33,6 +33,12 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+def smoke(logdir: Path, total: int, *extra: str, env: str = "Pong") -> list[str]:
+    """train.py arguments of a smoke run (probes off unless `extra` turns them on)."""
+    return ["--env", env, "--preset", "smoke", "--logdir", str(logdir), "--total-steps", str(total),
+            "--set", "probes.enabled=false", *extra]  # fmt: skip
+
+
 def scalars(run_dir: Path) -> dict[str, list]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
@@ -93,19 +99,7 @@ def test_resume_continues_the_step_counter_and_optimizer(pong_run, tmp_path):
 
 
 def test_resume_without_replay_contents_warms_up_again(tmp_path):
-    argv = [
-        "--env",
-        "Pong",
-        "--preset",
-        "smoke",
-        "--logdir",
-        str(tmp_path),
-        "--total-steps",
-        "400",
-        "--set",
-        "probes.enabled=false",
-    ]
-    assert train.main(argv) == 0
+    assert train.main(smoke(tmp_path, 400)) == 0
     run_dir = only_run(tmp_path)
     before = load_checkpoint(list_checkpoints(run_dir)[-1])
     assert "replay" not in before  # replay contents are off by default
@@ -118,21 +112,7 @@ def test_resume_without_replay_contents_warms_up_again(tmp_path):
 
 def test_rerunning_a_named_run_resumes_it_and_refuses_other_flags(tmp_path):
     def job(total: int, *extra: str) -> list[str]:
-        return [
-            "--env",
-            "Pong",
-            "--preset",
-            "smoke",
-            "--logdir",
-            str(tmp_path),
-            "--run-name",
-            "job7",
-            "--total-steps",
-            str(total),
-            "--set",
-            "probes.enabled=false",
-            *extra,
-        ]
+        return smoke(tmp_path, total, "--run-name", "job7", *extra)
 
     assert train.main(job(400)) == 0
     assert train.main(job(800)) == 0  # the same job requeued with a larger budget resumes
@@ -156,20 +136,7 @@ def test_evaluate_scores_the_checkpoint(pong_run, tmp_path):
 
 def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "train.py",
-            "--env",
-            "Pong",
-            "--preset",
-            "smoke",
-            "--logdir",
-            str(tmp_path),
-            "--total-steps",
-            "1000000",
-            "--set",
-            "probes.enabled=false",
-        ],
+        [sys.executable, "train.py", *smoke(tmp_path, 1_000_000)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -251,22 +218,9 @@ OPTIONS = ["double", "nstep3", "no_clip", "hyperbolic", "mse", "huber"]
 
 @pytest.mark.parametrize("variant", sorted(set(configs.grid_variants("plasticity") + OPTIONS)))
 def test_every_option_and_the_paper_grid_train_on_a_real_game(variant, tmp_path):
-    argv = [
-        "--env",
-        "Breakout",
-        "--preset",
-        "smoke",
-        "--variant",
-        variant,
-        "--logdir",
-        str(tmp_path),
-        "--total-steps",
-        "300",
-        "--set",
-        "agent.learning_starts=100",
-        "--set",
-        "probes.interval=300",
-    ]
+    extra = ["--variant", variant, "--set", "agent.learning_starts=100", "--set",
+             "probes.enabled=true", "--set", "probes.interval=300"]  # fmt: skip
+    argv = smoke(tmp_path, 300, *extra, env="Breakout")
     with contextlib.redirect_stderr(io.StringIO()):
         assert train.main(argv) == 0
     run_dir = only_run(tmp_path)
