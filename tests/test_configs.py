@@ -53,7 +53,7 @@ def test_precedence_is_preset_then_file_then_variant_then_flags_then_set(tmp_pat
         assignments=["agent.batch_size=8"],
     )
     assert c.env.id == "CartPole-v1"  # preset
-    assert c.agent.lr == 0.002  # file over preset's 1e-3
+    assert c.agent.lr == 0.002  # file over the preset's 5e-4
     assert c.agent.loss == "two_hot"  # variant over file
     assert c.train.seed == 9  # command-line flag over file
     assert c.agent.batch_size == 8  # --set over preset's 64

@@ -16,7 +16,9 @@ CPU = torch.device("cpu")
 
 
 def agent_for(variant: str = "dqn", *assignments: str) -> DQNAgent:
-    config = resolve(preset="classic", variant=variant, assignments=list(assignments))
+    """A CartPole agent: the classic preset, but plain DQN targets and lr 1e-3 unless changed."""
+    fixed = ["agent.double=false", "agent.lr=1e-3", *assignments]
+    config = resolve(preset="classic", variant=variant, assignments=fixed)
     return build_agent(config, SPEC, CPU)
 
 
@@ -70,8 +72,8 @@ def test_the_target_network_is_untouched_by_updates_until_synced():
 def test_double_dqn_lets_the_online_network_choose_the_bootstrap_action():
     # Online prefers action 1, target values action 0 at 5 and action 1 at 2. With reward 0 and
     # discount 1, DQN's target is max_a Q̄ = 5; double-DQN's is Q̄(s', argmax_a Q) = 2.
-    for variant, expected in [("dqn", 5.0), ("double", 2.0)]:
-        agent = agent_for(variant)
+    for double, expected in [("false", 5.0), ("true", 2.0)]:
+        agent = agent_for("dqn", f"agent.double={double}")
         set_head(agent.online, [0.0, 1.0])
         set_head(agent.target, [5.0, 2.0])
         metrics = agent.update(batch(reward=0.0, discount=1.0))
