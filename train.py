@@ -194,7 +194,7 @@ class Trainer:
             self.agent.sync_target()
         if crossed(c.train.log_interval, before, now):
             clock = self.log_progress(clock, bar)
-        if now >= self.learning_starts and self.replay.can_sample(c.probes.batch_size):
+        if now >= self.learning_starts:
             figures = self.probes.maybe_measure(self.agent.online, self.replay, before, now)
             self.logger.scalars("plasticity/", figures, now)
         if crossed(c.train.checkpoint_interval, before, now):

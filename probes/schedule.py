@@ -33,7 +33,7 @@ class ProbeSchedule:
         c = self.config
         due = crossed(c.interval, before, now)
         fit_due = crossed(c.fit_interval, before, now)
-        if not c.enabled or not (due or fit_due):
+        if not c.enabled or not (due or fit_due) or not replay.can_sample(c.batch_size):
             return {}
         if self.batch is None or now - self.drawn_at >= c.refresh_interval:
             device = next(model.parameters()).device
