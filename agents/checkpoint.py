@@ -30,7 +30,15 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def save_checkpoint(run_dir: Path, step: int, state: dict, *, keep: int) -> Path:
     """Write `state` as ckpt_<step>.pt atomically, then delete all but the newest `keep`."""
     path = checkpoint_path(run_dir, step)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".ckpt-", suffix=".tmp")
+    write_atomic(path, state)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def write_atomic(path: Path, state: dict) -> None:
+    """torch.save `state` to `path` through a temp file, fsync and rename: `path` is whole or absent."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
             torch.save(state, file)
@@ -40,9 +48,6 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, *, keep: int) -> Path
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    for old in list_checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
-    return path
 
 
 def find_checkpoint(path: Path) -> Path:
