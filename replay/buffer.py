@@ -318,12 +318,26 @@ class ReplayBuffer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from `state_dict()`; the buffer must have been built with the same config."""
+        """Restore from `state_dict()`; the buffer must have been built with the same config.
+
+        The envs that filled the buffer are gone, and the next `add` starts fresh episodes, so
+        every episode still running is closed as truncated (see `truncate_running`)."""
         if state["config"] != self._config():
             raise ValueError(f"replay config {state['config']} != {self._config()}")
         for name in ("frames", "action", "reward", "flags", "pos", "at_start", "live", "episode"):
             getattr(self, f"_{name}")[...] = state[name].numpy()
         self._rng.bit_generator.state = dict(state["rng"])
+        self.truncate_running()
+
+    def truncate_running(self) -> None:
+        """End every running episode as truncated at its newest transition, so the next `add`
+        begins a new episode instead of joining the old one. The newest frame (the last
+        next_obs) is stored, so bootstrapping from it stays exact."""
+        running = np.flatnonzero(~self._at_start)
+        slot = (self._pos[running] - 2) % self.stream_len  # the newest transition's frame
+        self._flags[running, slot] |= _TRUNC
+        self._at_start[running] = True
+        self._episode[running] = 0
 
     def _config(self) -> dict[str, Any]:
         return {

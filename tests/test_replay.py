@@ -35,9 +35,9 @@ class ScriptedVectorEnv:
     (final obs -> first obs of the next episode) is passed with valid=False.
     """
 
-    def __init__(self, script: list[list[tuple[int, str]]], stack: int) -> None:
+    def __init__(self, script: list[list[tuple[int, str]]], stack: int, first_id: int = 1) -> None:
         self.script = [itertools.cycle(s) for s in script]
-        self.stack, self.next_id = stack, 1
+        self.stack, self.next_id = stack, first_id
         self.length, self.end, self.t = [0] * len(script), [""] * len(script), [0] * len(script)
         self.obs = [self._reset(e) for e in range(len(script))]
         self.episodes: list[list[list[tuple]]] = [[[]] for _ in script]  # env -> episode -> steps
@@ -81,6 +81,13 @@ class ScriptedVectorEnv:
     def _array(self, stacks: tuple) -> np.ndarray:
         out = np.stack([np.stack([frame(f) for f in s]) for s in stacks])
         return out if self.stack > 1 else out[:, 0]
+
+    def truncate_running(self) -> None:
+        """Mark each running episode's newest step truncated: what a resume makes of it."""
+        for e, episodes in enumerate(self.episodes):
+            if episodes[-1] and not self.ended[e]:
+                *head, (obs, action, reward, nxt, _, _) = episodes[-1]
+                episodes[-1] = [*head, (obs, action, reward, nxt, False, True)]
 
     def expected(self, n: int, gamma: float) -> set[Key]:
         """Reference n-step transitions, straight from the definition, over all episodes."""
@@ -235,11 +242,31 @@ def test_state_dict_round_trip_gives_identical_samples(tmp_path) -> None:
     torch.save(rb.state_dict(), tmp_path / "replay.pt")
     restored = ReplayBuffer(72, 3, (4, 2), np.uint8, frame_stack=4, n_step=3, gamma=0.5, seed=9)
     restored.load_state_dict(torch.load(tmp_path / "replay.pt", weights_only=True))
+    rb.truncate_running()  # what loading does to the episodes the saved envs were playing
     assert len(restored) == len(rb)
     for _ in range(3):
         a, b = rb.sample(32), restored.sample(32)
         for x, y in zip(a._fields(), b._fields(), strict=True):
             assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_a_resumed_buffer_never_joins_two_episodes(tmp_path, n_step: int) -> None:
+    before = ScriptedVectorEnv(INTERLEAVED, stack=4)
+    rb = ReplayBuffer(1500, 3, (4, 2), np.uint8, frame_stack=4, n_step=n_step, gamma=0.5)
+    before.run(rb, 34)  # every env is mid-episode at step 34
+    assert not any(before.ended) and all(ep[-1] for ep in before.episodes)
+    torch.save(rb.state_dict(), tmp_path / "replay.pt")
+    resumed = ReplayBuffer(1500, 3, (4, 2), np.uint8, frame_stack=4, n_step=n_step, gamma=0.5)
+    resumed.load_state_dict(torch.load(tmp_path / "replay.pt", weights_only=True))
+    after = ScriptedVectorEnv(INTERLEAVED, stack=4, first_id=1000)  # the envs start afresh
+    after.run(resumed, 20)
+    # The episodes cut by the resume end truncated at their last stored step, bootstrapping from
+    # its real next frame; the new episodes start with their own stacks; nothing mixes the two.
+    before.truncate_running()
+    expected = before.expected(n_step, 0.5) | after.expected(n_step, 0.5)
+    assert len(resumed) == len(expected)
+    assert sampled(resumed, 8000) == expected
 
 
 def test_batch_to_moves_every_field() -> None:
