@@ -18,6 +18,7 @@ import numpy as np
 
 import configs
 from agents import agent_from_checkpoint, find_checkpoint, load_checkpoint, resolve_device
+from analysis.video import record_run
 from configs import UserError
 from envs import human_normalized, make_env, play_episodes
 
@@ -71,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--num-envs", type=int, default=8, help="games played at once (default 8)")
     p.add_argument("--json", metavar="FILE", help="also write the results as a JSON object")
+    p.add_argument("--video", metavar="FILE", help="also record one game as an MP4 of the screen")
     return p.parse_args(argv)
 
 
@@ -88,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             num_envs=args.num_envs,
         )
+        if args.video:
+            record_run(
+                Path(result["checkpoint"]), Path(args.video), seed=args.seed, device=args.device
+            )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,296 @@
+"""The whole report: read the runs, compute the statistics, draw the figures, write summary.json
+and index.html. Partial runs are listed apart and kept out of every curve and aggregate."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analysis import curves, figures, html, stats
+from analysis.runs import FINAL_RULE, PROBE_KEYS, Run, Skipped, load_runs
+from configs.errors import UserError
+
+CLIP_FRAMES = 1000
+"""Frames of a report clip at most: a minute of Atari play at 15 agent steps a second."""
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A figure of the report and what it shows."""
+
+    file: str
+    title: str
+    caption: str
+
+
+@dataclass(frozen=True, eq=False)
+class Report:
+    """Everything index.html and summary.json say."""
+
+    root: Path
+    baseline: str
+    bootstrap: stats.Bootstrap
+    finished: list[Run]
+    partial: list[Run]
+    skipped: list[Skipped]
+    tables: list[stats.ScoreTable]
+    aggregates: dict[str, dict[str, dict[str, stats.Interval]]]
+    improvement: dict[str, dict[str, stats.Interval]]
+    plots: dict[str, list[Plot]] = field(default_factory=dict)
+    """Section name -> its figures."""
+    videos: dict[str, str] = field(default_factory=dict)
+
+
+def build_report(
+    root: Path,
+    out: Path,
+    *,
+    baseline: str = "dqn",
+    videos: bool = False,
+    bootstrap: stats.Bootstrap | None = None,
+) -> Report:
+    """Write out/index.html, out/summary.json and the figures; return what they say."""
+    bootstrap = bootstrap or stats.Bootstrap()
+    runs, skipped = load_runs(root)
+    make_dir(out)
+    tables = stats.score_tables(runs)
+    report = Report(
+        root=root,
+        baseline=baseline,
+        bootstrap=bootstrap,
+        finished=[r for r in runs if not r.partial],
+        partial=[r for r in runs if r.partial],
+        skipped=skipped,
+        tables=tables,
+        aggregates={t.group: stats.aggregates(t, bootstrap) for t in tables},
+        improvement={t.group: stats.improvement(t, baseline, bootstrap) for t in tables},
+    )
+    draw_all(report, out)
+    if videos:
+        report.videos.update(record_clips(report.finished, out))
+    (out / "summary.json").write_text(json.dumps(summary(report), indent=2))
+    (out / "index.html").write_text(html.render(report))
+    return report
+
+
+def make_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"Cannot create the report folder {out}: {error.strerror}.") from None
+
+
+def draw_all(report: Report, out: Path) -> None:
+    palette = figures.colors(sorted({r.variant for r in report.finished}))
+    report.plots[html.AGGREGATES] = aggregate_plots(report, out, palette)
+    report.plots["Learning curves"] = learning_plots(report, out, palette)
+    report.plots["Plasticity probes"] = probe_plots(report, out, palette)
+    report.plots["Probes against outcome"] = scatter_plots(report, out, palette)
+
+
+def band(variant: str, found: curves.Curves, bootstrap: stats.Bootstrap) -> figures.Band:
+    mean, ci = stats.mean_band(found.values, bootstrap)
+    return figures.Band(variant, found.steps, mean, ci[0], ci[1], len(found.runs))
+
+
+def aggregate_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
+    plots = []
+    for table in report.tables:
+        score = score_name(table)
+        file = f"aggregates_{table.group}.png"
+        title = f"{score}: aggregates over {len(table.games)} game(s)"
+        figures.intervals(report.aggregates[table.group], out / file, title=title, palette=palette)
+        caption = (
+            f"IQM, median, mean{' and optimality gap' * table.normalized} of final {score} "
+            f"per variant over {', '.join(table.games)}, with stratified bootstrap 95% CIs "
+            "(rliable). Bar: the interval; black tick: the point estimate."
+        )
+        plots.append(Plot(file, f"Aggregates ({score})", caption))
+        if report.improvement[table.group]:
+            file = f"improvement_{table.group}.png"
+            figures.improvement(
+                report.improvement[table.group],
+                out / file,
+                baseline=report.baseline,
+                palette=palette,
+            )
+            caption = (
+                f"Probability that a run of the variant beats a run of {report.baseline} "
+                "on the same game (rliable), averaged over games, with 95% CI; 0.5 = no "
+                "difference."
+            )
+            plots.append(Plot(file, f"Probability of improvement over {report.baseline}", caption))
+    return plots
+
+
+def learning_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
+    plots = []
+    for game in sorted({r.game for r in report.finished}):
+        bands = []
+        for variant in sorted({r.variant for r in report.finished if r.game == game}):
+            mine = [r for r in report.finished if r.game == game and r.variant == variant]
+            found = curves.return_curves(mine)
+            if found is not None:
+                bands.append(band(variant, found, report.bootstrap))
+        if bands:
+            file = f"curves_{safe(game)}.png"
+            figures.learning_curves(bands, out / file, title=game, palette=palette)
+            caption = (
+                f"{game}: charts/episodic_return (raw score), mean over seeds with a 95% "
+                "bootstrap band; each run's returns averaged over a trailing window of 5% "
+                "of its episodes and interpolated on a common grid of environment steps."
+            )
+            plots.append(Plot(file, f"Learning curves: {game}", caption))
+    return plots
+
+
+def probe_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
+    panels, first_value = {}, []
+    for key in PROBE_KEYS:
+        bands = []
+        for variant in sorted({r.variant for r in report.finished}):
+            mine = [r for r in report.finished if r.variant == variant]
+            found, from_zero = curves.probe_curves(mine, key)
+            if found is not None:
+                bands.append(band(variant, found, report.bootstrap))
+                if not from_zero and key not in first_value:
+                    first_value.append(key)
+        if bands:
+            panels[key] = bands
+    if not panels:
+        return []
+    figures.probe_curves(panels, out / "probes.png", palette=palette)
+    caption = (
+        "plasticity/<probe> as its change from the value at step 0, mean over seeds and "
+        "games with a 95% bootstrap band."
+    )
+    if first_value:
+        caption += (
+            f" No step-0 value in some runs for {', '.join(first_value)} (the agent "
+            "logs it once updates start): there the change is from the run's first value."
+        )
+    return [Plot("probes.png", "Probe curves", caption)]
+
+
+def scatter_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
+    plots = []
+    keys = [k for k in PROBE_KEYS if k != "probe_fit_loss"]
+    for table in report.tables:
+        runs = [r for rs in table.runs.values() for r in rs]
+        panels = probe_points(runs, keys, lambda r: r.final_score)
+        if panels:
+            file = f"probes_vs_return_{table.group}.png"
+            y_label = f"final {score_name(table)}"
+            figures.scatter(panels, out / file, y_label=y_label, palette=palette)
+            caption = (
+                "One point per run: how far each probe moved over the run (last value − value at "
+                f"step 0, or the first value where the run has none) against its {y_label} "
+                f"({FINAL_RULE})."
+            )
+            plots.append(Plot(file, f"Probe change against {y_label}", caption))
+    fit = [r for r in report.finished if "probe_fit_loss" in r.probes]
+    panels = probe_points(fit, keys, lambda r: float(r.probes["probe_fit_loss"].values[-1]))
+    if panels:
+        figures.scatter(
+            panels, out / "probes_vs_fit_loss.png", y_label="final probe_fit_loss", palette=palette
+        )
+        caption = (
+            "One point per run: each probe's change over the run against its last "
+            "probe_fit_loss (fit to fresh random targets, relative to a fresh network; "
+            "higher = less plastic), as in Lyle et al. (2024)."
+        )
+        plots.append(Plot("probes_vs_fit_loss.png", "Probe change against plasticity", caption))
+    return plots
+
+
+def probe_points(runs: list[Run], keys: list[str], y) -> dict[str, list[figures.Point]]:
+    panels = {}
+    for key in keys:
+        points = []
+        for run in runs:
+            moved = curves.probe_change(run, key)
+            if moved is not None and y(run) is not None:
+                points.append(figures.Point(run.variant, moved.delta, float(y(run))))
+        if points:
+            panels[key] = points
+    return panels
+
+
+def record_clips(runs: list[Run], out: Path) -> dict[str, str]:
+    """One short clip per variant, of its best-scoring finished run on the first game."""
+    from analysis.video import record_run  # the agent, torch and imageio only when asked for
+
+    (out / "videos").mkdir(exist_ok=True)
+    clips = {}
+    for variant in sorted({r.variant for r in runs}):
+        mine = [r for r in runs if r.variant == variant and r.step > 0]
+        if not mine:
+            continue
+        game = min(r.game for r in mine)
+        run = max((r for r in mine if r.game == game), key=lambda r: r.final_return or -1e300)
+        file = f"videos/{safe(variant)}.mp4"
+        record_run(run.path, out / file, max_frames=CLIP_FRAMES)
+        clips[variant] = file
+    return clips
+
+
+def score_name(table: stats.ScoreTable) -> str:
+    return "human-normalised score" if table.normalized else "raw return"
+
+
+def safe(name: str) -> str:
+    """A file-name form of a game or variant (`ln+wd` -> `ln+wd`, `ALE/x` -> `ALE_x`)."""
+    return "".join(c if c.isalnum() or c in "+-_." else "_" for c in name)
+
+
+def run_entry(run: Run, in_aggregate: bool) -> dict:
+    return {
+        "name": run.name,
+        "path": str(run.path),
+        "game": run.game,
+        "variant": run.variant,
+        "seed": run.seed,
+        "step": run.step,
+        "total_steps": run.total_steps,
+        "partial": run.partial,
+        "episodes": len(run.returns),
+        "final_return": run.final_return,
+        "final_score": run.final_score,
+        "score": "human_normalized" if run.normalized else "raw_return",
+        "in_aggregate": in_aggregate,
+    }
+
+
+def summary(report: Report) -> dict:
+    """summary.json: the aggregates with their CIs per group and variant, and every run."""
+    used = {id(r) for t in report.tables for rs in t.runs.values() for r in rs}
+    return {
+        "runs_dir": str(report.root),
+        "baseline": report.baseline,
+        "bootstrap": report.bootstrap.to_dict(),
+        "final_return": FINAL_RULE,
+        "aggregates": {t.group: table_entry(t, report) for t in report.tables},
+        "runs": [run_entry(r, id(r) in used) for r in report.finished],
+        "partial_runs": [run_entry(r, False) for r in report.partial],
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
+        "videos": report.videos,
+    }
+
+
+def table_entry(table: stats.ScoreTable, report: Report) -> dict:
+    variants = {}
+    for variant, figures_ in report.aggregates[table.group].items():
+        runs = len(table.runs[variant])
+        entry = {"runs": runs, "seeds_per_game": runs // max(1, len(table.games))}
+        entry.update({name: ci.to_dict() for name, ci in figures_.items()})
+        poi = report.improvement[table.group].get(variant)
+        if poi is not None:
+            entry["probability_of_improvement"] = {"over": report.baseline, **poi.to_dict()}
+        variants[variant] = entry
+    return {
+        "score": "human_normalized" if table.normalized else "raw_return",
+        "games": list(table.games),
+        "variants": variants,
+        "left_out": [{"run": r.name, "reason": why} for r, why in table.left_out],
+    }

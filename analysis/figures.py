@@ -1,0 +1,152 @@
+"""The report's figures as PNG files, drawn with matplotlib's object API on the Agg canvas (no
+display, no pyplot state): every function takes plain data and a path, and returns the path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from analysis.stats import Interval
+
+DPI = 110
+
+
+@dataclass(frozen=True, eq=False)
+class Band:
+    """One variant's mean curve and its 95% bootstrap band."""
+
+    variant: str
+    steps: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    runs: int
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run in a scatter figure."""
+
+    variant: str
+    x: float
+    y: float
+
+
+def colors(variants: list[str]) -> dict[str, tuple]:
+    """One fixed colour per variant (sorted), the same in every figure."""
+    cmap = colormaps["tab10"]
+    return {v: cmap(i % 10) for i, v in enumerate(sorted(variants))}
+
+
+def save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def draw_bands(ax, bands: list[Band], palette: dict[str, tuple]) -> None:
+    for band in bands:
+        color = palette[band.variant]
+        label = f"{band.variant} ({band.runs} run{'s' * (band.runs != 1)})"
+        ax.plot(band.steps, band.mean, color=color, label=label, linewidth=1.8)
+        ax.fill_between(band.steps, band.low, band.high, color=color, alpha=0.2, linewidth=0)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("environment steps")
+
+
+def learning_curves(bands: list[Band], path: Path, *, title: str, palette: dict) -> Path:
+    """Episode return against environment steps, one line per variant with its band."""
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
+    draw_bands(ax, bands, palette)
+    ax.set_ylabel("episode return (smoothed)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def probe_curves(panels: dict[str, list[Band]], path: Path, *, palette: dict) -> Path:
+    """One panel per probe: its change from the start of training, per variant."""
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (key, bands) in zip(axes, panels.items(), strict=False):
+        draw_bands(ax, bands, palette)
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_title(f"Δ {key}", fontsize=10)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    return save(fig, path)
+
+
+def intervals(
+    table: dict[str, dict[str, Interval]], path: Path, *, title: str, palette: dict
+) -> Path:
+    """rliable's interval-estimate figure: one panel per aggregate, a bar per variant spanning its
+    95% CI with a tick at the point estimate."""
+    names = list(next(iter(table.values())))
+    variants = sorted(table)
+    fig = Figure(figsize=(2.8 * len(names), 0.5 * len(variants) + 1.4))
+    axes = np.atleast_1d(fig.subplots(1, len(names), squeeze=False)).ravel()
+    for ax, name in zip(axes, names, strict=True):
+        for row, variant in enumerate(variants):
+            ci = table[variant][name]
+            color = palette[variant]
+            ax.barh(row, ci.high - ci.low, left=ci.low, height=0.6, color=color, alpha=0.6)
+            ax.vlines(ci.value, row - 0.3, row + 0.3, color="black", linewidth=1.5)
+        ax.set_yticks(range(len(variants)), variants if ax is axes[0] else [""] * len(variants))
+        ax.set_title(name.replace("_", " "), fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+def improvement(table: dict[str, Interval], path: Path, *, baseline: str, palette: dict) -> Path:
+    """P(variant > baseline) with its 95% CI, one row per variant; 0.5 is no difference."""
+    variants = sorted(table)
+    fig = Figure(figsize=(5.6, 0.5 * len(variants) + 1.4))
+    ax = fig.subplots()
+    for row, variant in enumerate(variants):
+        ci = table[variant]
+        ax.barh(row, ci.high - ci.low, left=ci.low, height=0.6, color=palette[variant], alpha=0.6)
+        ax.vlines(ci.value, row - 0.3, row + 0.3, color="black", linewidth=1.5)
+    ax.axvline(0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_yticks(range(len(variants)), variants)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel(f"P(variant > {baseline})")
+    ax.grid(axis="x", alpha=0.3)
+    return save(fig, path)
+
+
+def scatter(panels: dict[str, list[Point]], path: Path, *, y_label: str, palette: dict) -> Path:
+    """One panel per probe: each run's probe change (x) against `y_label` (y)."""
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (key, points) in zip(axes, panels.items(), strict=False):
+        for variant in sorted({p.variant for p in points}):
+            mine = [p for p in points if p.variant == variant]
+            ax.scatter(
+                [p.x for p in mine],
+                [p.y for p in mine],
+                color=palette[variant],
+                label=variant,
+                s=28,
+                alpha=0.85,
+            )
+        ax.set_xlabel(f"Δ {key}", fontsize=9)
+        ax.set_ylabel(y_label, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    return save(fig, path)

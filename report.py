@@ -1,0 +1,60 @@
+"""Compare variants across runs: learning curves, rliable aggregates and plasticity probes.
+
+    python report.py runs/ --out report/ --baseline dqn [--videos]
+
+Reads what the runs already wrote (config.yaml, TensorBoard events, checkpoints) and writes
+report/index.html, report/summary.json and PNG figures. Needs the [report] extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis.extras import require
+from configs.errors import UserError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("runs_dir", metavar="RUNS_DIR", help="folder holding run directories")
+    p.add_argument("--out", default="report", help="report folder (default report/)")
+    p.add_argument("--baseline", default="dqn", help="variant for P(improvement) (default dqn)")
+    p.add_argument("--videos", action="store_true", help="record one short clip per variant")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        require()
+        from analysis.build import build_report
+        from analysis.stats import Bootstrap
+
+        if args.reps < 1:
+            raise UserError(f"--reps ({args.reps}) must be >= 1.")
+        report = build_report(
+            Path(args.runs_dir),
+            Path(args.out),
+            baseline=args.baseline,
+            videos=args.videos,
+            bootstrap=Bootstrap(reps=args.reps, seed=args.seed),
+        )
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"{len(report.finished)} finished and {len(report.partial)} partial run(s): "
+        f"{Path(args.out) / 'index.html'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
