@@ -24,7 +24,10 @@ class EnvConfig:
     frame_stack: int
     """Frames stacked into one observation."""
     noop_max: int
-    """Up to this many no-op actions at the start of an episode."""
+    """Up to this many no-op actions at the start of an episode (0: sticky actions alone add the
+    randomness, as Machado et al. 2018 and Dopamine do)."""
+    full_action_space: bool
+    """All 18 joystick actions instead of the game's minimal action set."""
     max_episode_frames: int
     """Emulator frames after which an episode is truncated (108,000 = 30 minutes of play)."""
     terminal_on_life_loss: bool
@@ -146,6 +149,16 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    interval: int
+    """Environment steps between evaluation phases during training; 0 turns them off."""
+    episodes: int
+    """Games played per evaluation phase, at agent.eval_epsilon."""
+    num_envs: int
+    """Games played at once in an evaluation phase (at most `episodes`)."""
+
+
+@dataclass(frozen=True)
 class Config:
     variant: str
     """The options merged into this config, joined by `+` (`dqn` for the baseline)."""
@@ -155,3 +168,4 @@ class Config:
     replay: ReplayConfig
     train: TrainConfig
     probes: ProbeConfig
+    eval: EvalConfig

@@ -56,6 +56,7 @@ def make_atari(rom: str, num_envs: int, config: EnvConfig) -> gym.vector.VectorE
         frameskip=config.frame_skip,
         stack_num=config.frame_stack,
         noop_max=config.noop_max,
+        full_action_space=config.full_action_space,
         max_num_frames_per_episode=config.max_episode_frames,
         # A life loss is reported as terminated while the game goes on; see EpisodeTracker.
         life_loss_info=config.terminal_on_life_loss,

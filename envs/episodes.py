@@ -30,7 +30,13 @@ class EpisodeTracker:
     that step ignores the action and returns the first observation of the next episode, reward 0.
     Such a row is not a transition: it must not reach replay nor count as a learning step.
     With `life_loss_terminal`, a life loss is reported as terminated while the game goes on (no
-    reset follows); the game is over only when no lives are left, or on truncation.
+    reset follows); the game is expected to end when no lives are left, or on truncation.
+
+    ale-py decides on its own when a game is over, and not always as the flags announce it: a life
+    lost on the step that hits the frame cap reads terminated, not truncated, with lives left, and
+    some games end with lives left. So where the env reports its `episode_frame_number`, a reset
+    row is the one whose counter did not advance (a step always adds frame_skip frames; a reset
+    starts again near 0), and a game that ended unannounced is closed on that row.
     """
 
     def __init__(self, num_envs: int, *, life_loss_terminal: bool = False) -> None:
@@ -38,6 +44,7 @@ class EpisodeTracker:
         self.scores = np.zeros(num_envs, dtype=np.float64)
         self.lengths = np.zeros(num_envs, dtype=np.int64)
         self.resetting = np.zeros(num_envs, dtype=bool)
+        self.last_frame = np.full(num_envs, -1, dtype=np.int64)
 
     def step(
         self,
@@ -45,27 +52,42 @@ class EpisodeTracker:
         terminated: np.ndarray,
         truncated: np.ndarray,
         lives: np.ndarray | None = None,
+        frame_numbers: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[Episode]]:
         """Account for one vector step.
 
+        Args:
+            lives: lives left (ale-py's info["lives"]), used with life_loss_terminal.
+            frame_numbers: ale-py's info["episode_frame_number"]: when given, it alone tells reset
+                rows apart, so that no game over of the emulator's is missed.
+
         Returns:
             valid: bool [num_envs], False for autoreset rows.
-            finished: the games that ended on this step.
+            finished: the games that ended on this step (announced, or found unannounced).
         """
-        valid = ~self.resetting
+        if frame_numbers is None:
+            valid = ~self.resetting
+        else:
+            valid = frame_numbers > self.last_frame
+            self.last_frame = np.asarray(frame_numbers, dtype=np.int64)
+        finished = self.finish(~valid & ~self.resetting)  # a reset no flag announced
         self.scores += np.where(valid, raw_rewards, 0.0)
         self.lengths += valid
         game_over = valid & (truncated | terminated)
         if self.life_loss_terminal and lives is not None:
             game_over &= truncated | (lives <= 0)
+        self.resetting = game_over
+        return valid, finished + self.finish(game_over)
+
+    def finish(self, over: np.ndarray) -> list[Episode]:
+        """Close the games of the envs in `over` and start counting their next ones at zero."""
         finished = [
             Episode(int(i), float(self.scores[i]), int(self.lengths[i]))
-            for i in np.flatnonzero(game_over)
+            for i in np.flatnonzero(over)
         ]
-        self.scores[game_over] = 0.0
-        self.lengths[game_over] = 0
-        self.resetting = game_over
-        return valid, finished
+        self.scores[over] = 0.0
+        self.lengths[over] = 0
+        return finished
 
 
 def play_episodes(
@@ -87,7 +109,9 @@ def play_episodes(
     done: list[list[Episode]] = [[] for _ in range(num_envs)]
     while any(len(d) < q for d, q in zip(done, quota, strict=True)):
         obs, rewards, terminated, truncated, info = env.step(policy(obs))
-        _, finished = tracker.step(rewards, terminated, truncated, info.get("lives"))
+        _, finished = tracker.step(
+            rewards, terminated, truncated, info.get("lives"), info.get("episode_frame_number")
+        )
         for episode in finished:
             if len(done[episode.env_index]) < quota[episode.env_index]:
                 done[episode.env_index].append(episode)

@@ -31,8 +31,17 @@ def test_every_spelling_of_a_game_names_the_same_rom(name):
 
 def test_default_protocol_is_machado_2018():
     assert (ATARI.sticky_actions, ATARI.frame_skip, ATARI.frame_stack) == (0.25, 4, 4)
-    assert (ATARI.noop_max, ATARI.max_episode_frames) == (30, 108_000)
+    # Sticky actions instead of no-op starts, and the minimal action set, as Dopamine.
+    assert (ATARI.noop_max, ATARI.max_episode_frames) == (0, 108_000)
+    assert not ATARI.full_action_space
     assert ATARI.clip_rewards and not ATARI.terminal_on_life_loss
+
+
+def test_the_minimal_action_set_is_the_default_and_the_full_one_an_option():
+    for full, actions in [(False, 4), (True, 18)]:  # Breakout: NOOP, FIRE, RIGHT, LEFT
+        env, spec, _ = make_env("Breakout", 1, 0, atari(full_action_space=full))
+        env.close()
+        assert spec.num_actions == actions
 
 
 def test_a_few_hundred_pong_steps_give_uint8_frame_stacks():
@@ -121,6 +130,42 @@ def test_life_loss_terminal_keeps_scoring_the_whole_game():
     assert finished[0].score == 10.0 and finished[0].length == 2
     valid, _ = tracker.step(np.array([0.0]), np.array([False]), trunc, lives=np.array([3]))
     assert not valid[0]  # the reset row after game over
+
+
+def play_fire(config, seed: int, steps: int) -> list[tuple]:
+    """(reward, terminated, truncated, lives, valid, finished) per step of Breakout, FIRE always."""
+    env, _, _ = make_env("Breakout", 1, seed, config)
+    tracker = EpisodeTracker(1, life_loss_terminal=config.terminal_on_life_loss)
+    rows = []
+    try:
+        for _ in range(steps):
+            _, reward, term, trunc, info = env.step(np.array([1]))
+            valid, finished = tracker.step(
+                reward, term, trunc, info["lives"], info["episode_frame_number"]
+            )
+            rows.append((reward[0], term[0], trunc[0], info["lives"][0], valid[0], finished))
+    finally:
+        env.close()
+    return rows
+
+
+def test_a_game_over_that_the_flags_do_not_announce_is_found_from_the_frame_counter():
+    # A life lost on the very step that reaches the frame cap: ale-py ends the game (it resets
+    # on the next step) but reports terminated, not truncated, with lives left. Lives alone would
+    # take the reset row for a transition and sum two games into one score.
+    config = atari(terminal_on_life_loss=True)
+    rows = play_fire(config, 5, 200)
+    first_loss = next(i for i, row in enumerate(rows) if row[1])  # a step index, 0-based
+    cap = 4 * (first_loss + 1)  # no no-op starts: the game's frame count is 4 per step
+    capped = play_fire(atari(terminal_on_life_loss=True, max_episode_frames=cap), 5, first_loss + 4)
+    reward, term, trunc, lives, valid, finished = capped[first_loss]
+    assert term and not trunc and lives > 0 and valid and finished == []
+    _, _, _, _, valid, finished = capped[first_loss + 1]  # the reset row
+    assert not valid
+    assert [(g.score, g.length) for g in finished] == [
+        (sum(row[0] for row in capped[: first_loss + 1]), first_loss + 1)
+    ]
+    assert all(row[4] for row in capped[first_loss + 2 :])  # the next game counts again
 
 
 def test_cartpole_is_a_vector_env_with_vector_observations():
