@@ -11,6 +11,8 @@ from analysis import curves, figures, html, stats
 from analysis.runs import FINAL_RULE, PROBE_KEYS, Run, Skipped, load_runs
 from configs.errors import UserError
 
+BEST = "best.pt"
+"""The best evaluated network that a run's evaluation phases keep (agents/evaluation.py)."""
 CLIP_FRAMES = 1000
 """Frames of a report clip at most: a minute of Atari play at 15 agent steps a second."""
 
@@ -39,7 +41,8 @@ class Report:
     improvement: dict[str, dict[str, stats.Interval]]
     plots: dict[str, list[Plot]] = field(default_factory=dict)
     """Section name -> its figures."""
-    videos: dict[str, str] = field(default_factory=dict)
+    videos: dict[str, dict] = field(default_factory=dict)
+    """Variant -> its clip: file, run, checkpoint, frames, score (None if cut short)."""
 
 
 def build_report(
@@ -217,8 +220,9 @@ def probe_points(runs: list[Run], keys: list[str], y) -> dict[str, list[figures.
     return panels
 
 
-def record_clips(runs: list[Run], out: Path) -> dict[str, str]:
-    """One short clip per variant, of its best-scoring finished run on the first game."""
+def record_clips(runs: list[Run], out: Path) -> dict[str, dict]:
+    """One short clip per variant: its best-scoring finished run on the first game, played by the
+    run's best.pt where evaluation phases kept one, else by its newest checkpoint."""
     from analysis.video import record_run  # the agent, torch and imageio only when asked for
 
     (out / "videos").mkdir(exist_ok=True)
@@ -229,9 +233,16 @@ def record_clips(runs: list[Run], out: Path) -> dict[str, str]:
             continue
         game = min(r.game for r in mine)
         run = max((r for r in mine if r.game == game), key=lambda r: r.final_return or -1e300)
+        source = run.path / BEST if (run.path / BEST).is_file() else run.path
         file = f"videos/{safe(variant)}.mp4"
-        record_run(run.path, out / file, max_frames=CLIP_FRAMES)
-        clips[variant] = file
+        clip = record_run(source, out / file, max_frames=CLIP_FRAMES)
+        clips[variant] = {
+            "file": file,
+            "run": run.name,
+            "checkpoint": clip.checkpoint.name,
+            "frames": clip.frames,
+            "score": clip.score,
+        }
     return clips
 
 

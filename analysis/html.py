@@ -104,15 +104,19 @@ def plot_section(name: str, plots: list[Plot]) -> str:
     return f"<h2>{escape(name)}</h2>{''.join(figure(p) for p in plots)}"
 
 
-def videos_section(videos: dict[str, str]) -> str:
+def videos_section(videos: dict[str, dict]) -> str:
     if not videos:
         return ""
-    clips = "".join(
-        f"<figure><video controls src='{escape(file)}'></video><figcaption>{escape(variant)} "
-        f"(<a href='{escape(file)}'>{escape(file)}</a>)</figcaption></figure>"
-        for variant, file in videos.items()
-    )
-    return f"<h2>Clips</h2>{clips}"
+    clips = []
+    for variant, clip in videos.items():
+        file = escape(clip["file"])
+        score = "cut short" if clip["score"] is None else f"score {clip['score']:g}"
+        clips.append(
+            f"<figure><video controls src='{file}'></video><figcaption><b>{escape(variant)}</b>: "
+            f"{escape(clip['run'])}, {escape(clip['checkpoint'])}, {clip['frames']} frames, "
+            f"{score} (<a href='{file}'>{file}</a>)</figcaption></figure>"
+        )
+    return f"<h2>Clips</h2>{''.join(clips)}"
 
 
 def run_rows(runs: list[Run]) -> str:

@@ -154,7 +154,8 @@ def test_a_partial_run_is_listed_apart_and_kept_out_of_the_aggregates(summary, r
 
 def test_report_videos_link_one_clip_per_variant(summary, report_dir):
     assert set(summary["videos"]) == set(VARIANTS)
-    for file in summary["videos"].values():
+    for clip in summary["videos"].values():
+        file = clip["file"]
         frame = imageio.get_reader(report_dir / file).get_data(0)
         assert frame.shape == (400, 600, 3)  # CartPole's rendered screen
         assert f"src='{file}'" in (report_dir / "index.html").read_text()
