@@ -57,7 +57,7 @@ def atari_screen(rom: str, config: EnvConfig) -> Screen:
         frameskip=config.frame_skip,
         stack_num=1,
         noop_max=config.noop_max,
-        full_action_space=getattr(config, "full_action_space", False),
+        full_action_space=config.full_action_space,
         max_num_frames_per_episode=config.max_episode_frames,
         life_loss_info=config.terminal_on_life_loss,
         episodic_life=False,
