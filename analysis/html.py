@@ -154,4 +154,4 @@ def skipped_section(report: Report) -> str:
     if not report.skipped:
         return ""
     items = "".join(f"<li>{escape(str(s.path))}: {escape(s.reason)}</li>" for s in report.skipped)
-    return f"<h2>Unreadable run directories</h2><ul>{items}</ul>"
+    return f"<h2>Run directories not used</h2><ul>{items}</ul>"

@@ -118,6 +118,8 @@ def load_runs(root: Path) -> tuple[list[Run], list[Skipped]]:
             runs.append(read_run(path))
         except UserError as error:
             skipped.append(Skipped(path, str(error)))
+    runs, duplicates = without_duplicates(runs)
+    skipped += duplicates
     if not runs:
         found = f" ({len(skipped)} unreadable: {skipped[0].reason})" if skipped else ""
         raise UserError(
@@ -125,6 +127,21 @@ def load_runs(root: Path) -> tuple[list[Run], list[Skipped]]:
             "TensorBoard events and checkpoints that train.py writes."
         )
     return runs, skipped
+
+
+def without_duplicates(runs: list[Run]) -> tuple[list[Run], list[Skipped]]:
+    """One run per (game, variant, seed): the one that went furthest (the newest name on a tie);
+    the others are skipped, so that a rerun never counts as another seed."""
+    best: dict[tuple, Run] = {}
+    for run in sorted(runs, key=lambda r: (r.step, r.name)):
+        best[(run.game, run.variant, run.seed)] = run
+    kept = [r for r in runs if best[(r.game, r.variant, r.seed)] is r]
+    skipped = [
+        Skipped(r.path, f"same game, variant and seed as {best[(r.game, r.variant, r.seed)].name}")
+        for r in runs
+        if best[(r.game, r.variant, r.seed)] is not r
+    ]
+    return kept, skipped
 
 
 def read_run(path: Path) -> Run:
@@ -156,7 +173,8 @@ def read_config(path: Path) -> dict:
     try:
         config = yaml.safe_load((path / "config.yaml").read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise UserError(f"Cannot read {path / 'config.yaml'}: {error}") from None
+        reason = str(error).splitlines()[0]
+        raise UserError(f"Cannot read {path / 'config.yaml'}: {reason}") from None
     if not isinstance(config, dict):
         raise UserError(f"{path / 'config.yaml'} is not a mapping of config keys.")
     return config

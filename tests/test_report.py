@@ -4,6 +4,7 @@ run stopped by SIGTERM before its budget, a tiny Pong run; figures checked again
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,6 +151,21 @@ def test_a_partial_run_is_listed_apart_and_kept_out_of_the_aggregates(summary, r
     assert all(r["in_aggregate"] for r in summary["runs"])
     page = (report_dir / "index.html").read_text()
     assert page.index("cartpole__dqn__s3") > page.index("Partial runs (not in the aggregates)")
+
+
+def test_a_rerun_is_not_counted_as_another_seed(runs_dir, tmp_path):
+    runs = tmp_path / "runs"
+    for name in ["cartpole__dqn__s1", "cartpole__dqn__s2"]:
+        shutil.copytree(runs_dir / name, runs / name)
+    shutil.copytree(runs_dir / "cartpole__dqn__s1", runs / "cartpole__dqn__s1__20261128-101500")
+    (runs / "notes").mkdir()
+    (runs / "notes" / "config.yaml").write_text("variant: [")
+    assert report.main([str(runs), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["aggregates"]["raw"]["variants"]["dqn"]["runs"] == 2
+    skipped = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
+    assert skipped["cartpole__dqn__s1"].startswith("same game, variant and seed as")
+    assert skipped["notes"].startswith("Cannot read")
 
 
 def test_report_videos_link_one_clip_per_variant(summary, report_dir):
