@@ -4,11 +4,12 @@ and index.html. Partial runs are listed apart and kept out of every curve and ag
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from analysis import curves, figures, html, stats
 from analysis.runs import FINAL_RULE, PROBE_KEYS, Run, Skipped, load_runs
+from analysis.summary import summarize
 from configs.errors import UserError
 
 BEST = "best.pt"
@@ -69,10 +70,10 @@ def build_report(
         aggregates={t.group: stats.aggregates(t, bootstrap) for t in tables},
         improvement={t.group: stats.improvement(t, baseline, bootstrap) for t in tables},
     )
-    draw_all(report, out)
+    report = replace(report, plots=draw_all(report, out))
     if videos:
-        report.videos.update(record_clips(report.finished, out))
-    (out / "summary.json").write_text(json.dumps(summary(report), indent=2))
+        report = replace(report, videos=record_clips(report.finished, out))
+    (out / "summary.json").write_text(json.dumps(summarize(report), indent=2))
     (out / "index.html").write_text(html.render(report))
     return report
 
@@ -84,12 +85,15 @@ def make_dir(out: Path) -> None:
         raise UserError(f"Cannot create the report folder {out}: {error.strerror}.") from None
 
 
-def draw_all(report: Report, out: Path) -> None:
+def draw_all(report: Report, out: Path) -> dict[str, list[Plot]]:
+    """Every figure, by the page section it belongs to."""
     palette = figures.colors(sorted({r.variant for r in report.finished}))
-    report.plots[html.AGGREGATES] = aggregate_plots(report, out, palette)
-    report.plots["Learning curves"] = learning_plots(report, out, palette)
-    report.plots["Plasticity probes"] = probe_plots(report, out, palette)
-    report.plots["Probes against outcome"] = scatter_plots(report, out, palette)
+    return {
+        html.AGGREGATES: aggregate_plots(report, out, palette),
+        "Learning curves": learning_plots(report, out, palette),
+        "Plasticity probes": probe_plots(report, out, palette),
+        "Probes against outcome": scatter_plots(report, out, palette),
+    }
 
 
 def band(variant: str, found: curves.Curves, bootstrap: stats.Bootstrap) -> figures.Band:
@@ -253,55 +257,3 @@ def score_name(table: stats.ScoreTable) -> str:
 def safe(name: str) -> str:
     """A file-name form of a game or variant (`ln+wd` -> `ln+wd`, `ALE/x` -> `ALE_x`)."""
     return "".join(c if c.isalnum() or c in "+-_." else "_" for c in name)
-
-
-def run_entry(run: Run, in_aggregate: bool) -> dict:
-    return {
-        "name": run.name,
-        "path": str(run.path),
-        "game": run.game,
-        "variant": run.variant,
-        "seed": run.seed,
-        "step": run.step,
-        "total_steps": run.total_steps,
-        "partial": run.partial,
-        "episodes": len(run.returns),
-        "final_return": run.final_return,
-        "final_score": run.final_score,
-        "score": "human_normalized" if run.normalized else "raw_return",
-        "in_aggregate": in_aggregate,
-    }
-
-
-def summary(report: Report) -> dict:
-    """summary.json: the aggregates with their CIs per group and variant, and every run."""
-    used = {id(r) for t in report.tables for rs in t.runs.values() for r in rs}
-    return {
-        "runs_dir": str(report.root),
-        "baseline": report.baseline,
-        "bootstrap": report.bootstrap.to_dict(),
-        "final_return": FINAL_RULE,
-        "aggregates": {t.group: table_entry(t, report) for t in report.tables},
-        "runs": [run_entry(r, id(r) in used) for r in report.finished],
-        "partial_runs": [run_entry(r, False) for r in report.partial],
-        "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
-        "videos": report.videos,
-    }
-
-
-def table_entry(table: stats.ScoreTable, report: Report) -> dict:
-    variants = {}
-    for variant, figures_ in report.aggregates[table.group].items():
-        runs = len(table.runs[variant])
-        entry = {"runs": runs, "seeds_per_game": runs // max(1, len(table.games))}
-        entry.update({name: ci.to_dict() for name, ci in figures_.items()})
-        poi = report.improvement[table.group].get(variant)
-        if poi is not None:
-            entry["probability_of_improvement"] = {"over": report.baseline, **poi.to_dict()}
-        variants[variant] = entry
-    return {
-        "score": "human_normalized" if table.normalized else "raw_return",
-        "games": list(table.games),
-        "variants": variants,
-        "left_out": [{"run": r.name, "reason": why} for r, why in table.left_out],
-    }

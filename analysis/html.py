@@ -77,6 +77,11 @@ def aggregate_table(table: ScoreTable, report: Report) -> list[str]:
             cells += f"<td>{interval(poi[variant]) if variant in poi else '—'}</td>"
         runs = len(table.runs[variant])
         rows.append(f"<tr><td>{escape(variant)} ({runs} runs)</td>{cells}</tr>")
+    if report.baseline not in table.scores:
+        note += (
+            f" The baseline {escape(report.baseline)} has no runs here: no probability of "
+            "improvement (choose another with --baseline)."
+        )
     parts = [
         f"<h3>{escape(', '.join(table.games))}</h3><p class='note'>{note}</p>",
         f"<table><tr><th>variant</th>{head}</tr>{''.join(rows)}</table>",

@@ -1,0 +1,64 @@
+"""summary.json: per group of games and variant the aggregates with their CIs, and every run with
+its final return; partial runs and directories not used listed apart."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from analysis.runs import FINAL_RULE, Run
+from analysis.stats import ScoreTable
+
+if TYPE_CHECKING:  # build imports this module
+    from analysis.build import Report
+
+
+def run_entry(run: Run, in_aggregate: bool) -> dict:
+    return {
+        "name": run.name,
+        "path": str(run.path),
+        "game": run.game,
+        "variant": run.variant,
+        "seed": run.seed,
+        "step": run.step,
+        "total_steps": run.total_steps,
+        "partial": run.partial,
+        "episodes": len(run.returns),
+        "final_return": run.final_return,
+        "final_score": run.final_score,
+        "score": "human_normalized" if run.normalized else "raw_return",
+        "in_aggregate": in_aggregate,
+    }
+
+
+def summarize(report: Report) -> dict:
+    """summary.json: the aggregates with their CIs per group and variant, and every run."""
+    used = {id(r) for t in report.tables for rs in t.runs.values() for r in rs}
+    return {
+        "runs_dir": str(report.root),
+        "baseline": report.baseline,
+        "bootstrap": report.bootstrap.to_dict(),
+        "final_return": FINAL_RULE,
+        "aggregates": {t.group: table_entry(t, report) for t in report.tables},
+        "runs": [run_entry(r, id(r) in used) for r in report.finished],
+        "partial_runs": [run_entry(r, False) for r in report.partial],
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
+        "videos": report.videos,
+    }
+
+
+def table_entry(table: ScoreTable, report: Report) -> dict:
+    variants = {}
+    for variant, figures_ in report.aggregates[table.group].items():
+        runs = len(table.runs[variant])
+        entry = {"runs": runs, "seeds_per_game": runs // max(1, len(table.games))}
+        entry.update({name: ci.to_dict() for name, ci in figures_.items()})
+        poi = report.improvement[table.group].get(variant)
+        if poi is not None:
+            entry["probability_of_improvement"] = {"over": report.baseline, **poi.to_dict()}
+        variants[variant] = entry
+    return {
+        "score": "human_normalized" if table.normalized else "raw_return",
+        "games": list(table.games),
+        "variants": variants,
+        "left_out": [{"run": r.name, "reason": why} for r, why in table.left_out],
+    }
