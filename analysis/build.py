@@ -43,7 +43,8 @@ class Report:
     plots: dict[str, list[Plot]] = field(default_factory=dict)
     """Section name -> its figures."""
     videos: dict[str, dict] = field(default_factory=dict)
-    """Variant -> its clip: file, run, checkpoint, frames, score (None if cut short)."""
+    """Variant -> its clip: file, run, checkpoint, frames, score (None if cut short); or the run
+    and the error that kept it from being recorded."""
 
 
 def build_report(
@@ -239,7 +240,11 @@ def record_clips(runs: list[Run], out: Path) -> dict[str, dict]:
         run = max((r for r in mine if r.game == game), key=lambda r: r.final_return or -1e300)
         source = run.path / BEST if (run.path / BEST).is_file() else run.path
         file = f"videos/{safe(variant)}.mp4"
-        clip = record_run(source, out / file, max_frames=CLIP_FRAMES)
+        try:
+            clip = record_run(source, out / file, max_frames=CLIP_FRAMES)
+        except UserError as error:  # one unplayable checkpoint costs its clip, not the report
+            clips[variant] = {"run": run.name, "error": str(error)}
+            continue
         clips[variant] = {
             "file": file,
             "run": run.name,

@@ -114,6 +114,12 @@ def videos_section(videos: dict[str, dict]) -> str:
         return ""
     clips = []
     for variant, clip in videos.items():
+        if "error" in clip:
+            clips.append(
+                f"<p><b>{escape(variant)}</b>: no clip of {escape(clip['run'])}: "
+                f"{escape(clip['error'])}</p>"
+            )
+            continue
         file = escape(clip["file"])
         score = "cut short" if clip["score"] is None else f"score {clip['score']:g}"
         clips.append(
