@@ -18,6 +18,7 @@ import numpy as np
 
 import configs
 from agents import agent_from_checkpoint, find_checkpoint, load_checkpoint, resolve_device
+from agents.evaluation import best_path
 from analysis.video import record_run
 from configs import UserError
 from envs import human_normalized, make_env, play_episodes
@@ -34,12 +35,12 @@ def evaluate(
     try:
         agent = agent_from_checkpoint(checkpoint, config, spec, device=resolve_device(device))
         agent.online.eval()
-        agent.rng = np.random.default_rng(seed)  # ε-noise follows --seed, like the envs
+        rng = np.random.default_rng(seed)  # ε-noise follows --seed, like the envs
         epsilon = config.agent.eval_epsilon
         games = play_episodes(
             env,
             obs,
-            lambda o: agent.act(o, epsilon),
+            lambda o: agent.act(o, epsilon, rng=rng),
             episodes,
             life_loss_terminal=config.env.terminal_on_life_loss,
         )
@@ -62,11 +63,27 @@ def evaluate(
     return result
 
 
+def best_checkpoint(run_dir: Path) -> Path:
+    """The run's best.pt; a UserError says how to get one when the run has none."""
+    path = best_path(run_dir)
+    if not path.is_file():
+        raise UserError(
+            f"{run_dir} holds no best.pt: --best needs a run directory trained with evaluation "
+            "phases (eval.interval > 0, e.g. --set eval.interval=50000; on in the classic preset)."
+        )
+    return path
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("path", help="a run directory (its newest checkpoint) or a checkpoint file")
+    p.add_argument(
+        "--best",
+        action="store_true",
+        help="score the run's best evaluated network (best.pt, kept by eval.interval) instead",
+    )
     p.add_argument("--episodes", type=int, default=10, help="games to play (default 10)")
     p.add_argument("--seed", type=int, default=10_000, help="environment seed (default 10000)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -84,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--episodes ({args.episodes}) and --num-envs ({args.num_envs}) must be >= 1."
             )
         result = evaluate(
-            Path(args.path),
+            best_checkpoint(Path(args.path)) if args.best else Path(args.path),
             args.episodes,
             seed=args.seed,
             device=args.device,

@@ -10,6 +10,7 @@ replay.add -> every k steps agent.update(replay.sample()) -> log } -> checkpoint
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import signal
 import sys
@@ -28,27 +29,37 @@ import configs
 from agents import (
     DQNAgent,
     build_agent,
-    find_checkpoint,
     list_checkpoints,
-    load_checkpoint,
     resolve_device,
     save_checkpoint,
 )
+from agents.checkpoint import CheckpointWriteError, NonFiniteError, load_latest
+from agents.evaluation import Evaluator
 from configs import Config, UserError
 from envs import AsyncStepper, EpisodeTracker, clip_rewards, make_env, resolve_env_id
 from probes.schedule import ProbeSchedule, crossed
-from replay import ReplayBuffer
+from replay import make_replay
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+NO_CRASH_SAVE = (CheckpointWriteError, NonFiniteError)
+"""Errors after which a crash-save would fail again or save a diverged network."""
 RESUMABLE_KEYS = ("train.total_steps", "train.device")
 """Config keys a resumed run may change."""
 
 
 class TensorBoardLogger:
-    """The one object below train.py's main that writes TensorBoard events."""
+    """The one object below train.py's main that writes TensorBoard events.
+
+    Args:
+        purge_step: a resumed run's checkpoint step. Events logged after it by the runs that went
+            on past it are purged when read back; those at that step itself were flushed before
+            the checkpoint was written and the resumed run never logs that step again, so they
+            are kept (SummaryWriter's own purge_step drops that step too).
+    """
 
     def __init__(self, run_dir: Path, *, purge_step: int | None = None) -> None:
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        purge = None if purge_step is None else purge_step + 1
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         self.writer.add_scalar(tag, value, step)
@@ -78,6 +89,9 @@ class TensorBoardLogger:
         for summary in hparams(params, {"charts/episodic_return": float("nan")}):
             self.writer.file_writer.add_summary(summary)
 
+    def flush(self) -> None:
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
 
@@ -101,8 +115,8 @@ class Trainer:
         self.tracker = EpisodeTracker(
             c.env.num_envs, life_loss_terminal=c.env.terminal_on_life_loss
         )
-        self.replay = ReplayBuffer(
-            c.replay.capacity,
+        self.replay = make_replay(
+            c.replay,
             c.env.num_envs,
             spec.obs_shape,
             spec.obs_dtype,
@@ -121,6 +135,13 @@ class Trainer:
                 refill = self.step
         self.learning_starts = c.agent.learning_starts + refill
         self.probes = ProbeSchedule(c.probes, seed=c.train.seed)
+        # The network as initialised, probed once on the first probe batch and logged at step 0:
+        # probe curves are read as change from that baseline (README).
+        self.initial = (
+            copy.deepcopy(self.agent.online) if c.probes.enabled and not checkpoint else None
+        )
+        best = checkpoint.get("best_eval_return") if checkpoint else None
+        self.evaluator = Evaluator(c, run_dir, best_return=best)
         self.logger = TensorBoardLogger(run_dir, purge_step=self.step if checkpoint else None)
         if not checkpoint:
             self.logger.config(c)
@@ -134,6 +155,7 @@ class Trainer:
     def run(self) -> int:
         """Train to total_steps (or a signal), checkpoint, and return the exit status."""
         c = self.config
+        self.closing, self.abandoned, error = False, False, None
         previous = {sig: signal.signal(sig, self.request_stop) for sig in STOP_SIGNALS}
         bar = tqdm(
             total=c.train.total_steps,
@@ -150,14 +172,50 @@ class Trainer:
                 self.iteration()
                 bar.update(self.step - before)
                 clock = self.periodic(before, clock, bar)
-        finally:  # a crash saves too: at worst it pushes out the oldest of the kept checkpoints
-            path = self.save() if self.step != self.saved_step else self.saved_path
+        except KeyboardInterrupt:  # a second signal (request_stop): stop now, save nothing more
+            self.abandoned = True
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            path = self.shutdown(error, previous, bar)
+        return self.report(path)
+
+    def shutdown(self, error: BaseException | None, previous: dict, bar: tqdm) -> Path | None:
+        """The final save, then close everything even when a second signal interrupts that save:
+        the event file is flushed, the envs closed and the signal handlers restored."""
+        try:
+            path = self.final_save(error)
+        except KeyboardInterrupt:  # write_atomic left no partial file behind
+            self.abandoned, path = True, self.saved_path
+        finally:
+            self.closing = True  # request_stop ignores signals from here on
             bar.close()
             self.logger.close()
             self.env.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return self.report(path)
+        if self.abandoned:
+            newest = f"the newest is {path}" if path else "none was written before"
+            print(
+                f"Stopped at once at step {self.step} by a second signal, without a final "
+                f"checkpoint; {newest}.",
+                file=sys.stderr,
+            )
+        return path
+
+    def final_save(self, error: BaseException | None) -> Path | None:
+        """Checkpoint the last steps. A crash saves too (at worst it pushes out the oldest kept
+        checkpoint), but not after a failed write or a divergence, and never over the error."""
+        if self.abandoned or self.step == self.saved_step or isinstance(error, NO_CRASH_SAVE):
+            return self.saved_path
+        if error is None:
+            return self.save()
+        try:
+            return self.save()
+        except Exception as failed:
+            print(f"warning: no crash checkpoint was written: {failed}", file=sys.stderr)
+            return self.saved_path
 
     def iteration(self) -> None:
         """Act in every env, learn while the emulators run, then store what happened."""
@@ -166,7 +224,9 @@ class Trainer:
         self.stepper.start(actions)
         self.learn()
         next_obs, raw_rewards, terminated, truncated, info = self.stepper.wait()
-        valid, finished = self.tracker.step(raw_rewards, terminated, truncated, info.get("lives"))
+        valid, finished = self.tracker.step(
+            raw_rewards, terminated, truncated, info.get("lives"), info.get("episode_frame_number")
+        )
         rewards = clip_rewards(raw_rewards) if self.config.env.clip_rewards else raw_rewards
         self.replay.add(self.obs, actions, rewards, next_obs, terminated, truncated, valid=valid)
         self.obs = next_obs
@@ -184,8 +244,20 @@ class Trainer:
             self.updates_owed = 0.0
             return
         while self.updates_owed >= 1.0:
-            self.metrics = self.agent.update(self.replay.sample(a.batch_size))
+            batch = self.replay.sample(a.batch_size)
+            self.metrics = self.agent.update(batch)
+            self.replay.update_priorities(batch.index, self.agent.priorities)  # no-op if uniform
             self.updates_owed -= 1.0
+        if self.boundary_ahead():
+            self.agent.check_finite(self.step)
+
+    def boundary_ahead(self) -> bool:
+        """Whether this iteration may cross a log, probe, evaluation or checkpoint boundary: the
+        updates are checked for NaN there (one host sync), before anything reads the network."""
+        c, now = self.config, self.step
+        probes = c.probes.interval if c.probes.enabled else 0
+        intervals = (c.train.log_interval, c.train.checkpoint_interval, c.eval.interval, probes)
+        return any(crossed(i, now, now + c.env.num_envs) for i in intervals)
 
     def periodic(self, before: int, clock: tuple[float, int], bar: tqdm) -> tuple[float, int]:
         """Target updates, logs, probes and checkpoints due between steps `before` and now."""
@@ -194,12 +266,23 @@ class Trainer:
             self.agent.sync_target()
         if crossed(c.train.log_interval, before, now):
             clock = self.log_progress(clock, bar)
-        if now >= self.learning_starts:
-            figures = self.probes.maybe_measure(self.agent.online, self.replay, before, now)
-            self.logger.scalars("plasticity/", figures, now)
+        self.probe(before, now)
+        if crossed(c.eval.interval, before, now):
+            self.logger.scalars("eval/", self.evaluator.evaluate(self.agent, now), now)
         if crossed(c.train.checkpoint_interval, before, now):
             self.save()
         return clock
+
+    def probe(self, before: int, now: int) -> None:
+        """The step-0 baseline as soon as replay can give the probe batch, then the probes due."""
+        if self.initial is not None and self.probes.ready(self.replay):
+            fit = self.config.probes.fit_interval > 0
+            figures = self.probes.measure_now(self.initial, self.replay, now, fit=fit)
+            self.logger.scalars("plasticity/", figures, 0)
+            self.initial = None
+        if now >= self.learning_starts:
+            figures = self.probes.maybe_measure(self.agent.online, self.replay, before, now)
+            self.logger.scalars("plasticity/", figures, now)
 
     def log_progress(self, clock: tuple[float, int], bar: tqdm) -> tuple[float, int]:
         start, start_step = clock
@@ -218,17 +301,24 @@ class Trainer:
 
     def request_stop(self, signum: int, _frame: object) -> None:
         """Ctrl-C / SIGTERM: finish the current step, checkpoint, exit cleanly. A second signal
-        while that is under way interrupts at once (the last checkpoint stays whole)."""
-        if self.stop_signal is not None:
+        while that is under way interrupts at once (the last checkpoint stays whole); once the run
+        is closing (flushing its events, closing envs) further signals wait for it to finish."""
+        if self.stop_signal is None:
+            self.stop_signal = signum
+        elif not self.closing:
             raise KeyboardInterrupt
-        self.stop_signal = signum
 
     def save(self) -> Path:
+        """Checkpoint the run: never a diverged network, and only once every event up to this
+        step is on disk, so a resume from it loses no logged step."""
+        self.agent.check_finite(self.step)
+        self.logger.flush()
         state = {
             "step": self.step,
             "config": configs.to_dict(self.config),
             "agent": self.agent.state_dict(),
             "updates_owed": float(self.updates_owed),
+            "best_eval_return": self.evaluator.best_return,
         }
         if self.config.replay.save_contents:
             state["replay"] = self.replay.state_dict()
@@ -313,7 +403,7 @@ def new_run(args: argparse.Namespace) -> tuple[Config, Path, dict | None]:
     default = f"{name}__{config.variant}__s{config.train.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.logdir) / (args.run_name or default)
     if args.run_name and list_checkpoints(run_dir):
-        checkpoint = load_checkpoint(find_checkpoint(run_dir))
+        _, checkpoint = load_latest(run_dir, on_skip=warn_skipped)
         check_same_run(config, configs.from_dict(checkpoint["config"]), run_dir)
         return config, run_dir, checkpoint
     run_dir = make_run_dir(run_dir)
@@ -365,7 +455,7 @@ def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict]:
         raise UserError(
             f"--resume takes the run directory, not a checkpoint file: {run_dir.parent}"
         )
-    checkpoint = load_checkpoint(find_checkpoint(run_dir))
+    _, checkpoint = load_latest(run_dir, on_skip=warn_skipped)
     config = configs.from_dict(checkpoint["config"])
     changes = {"total_steps": args.total_steps, "device": args.device}
     train = replace(config.train, **{k: v for k, v in changes.items() if v is not None})
@@ -374,6 +464,11 @@ def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict]:
     resolve_device(config.train.device)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(configs.to_dict(config), sort_keys=False))
     return config, run_dir, checkpoint
+
+
+def warn_skipped(path: Path, reason: str) -> None:
+    """One line per unreadable checkpoint that a resume passes over for an older one."""
+    print(f"warning: {reason} Falling back to the previous checkpoint.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from agents.checkpoint import NonFiniteError
 from agents.losses import Metrics, make_loss
 from configs.schema import AgentConfig
-from networks import QNetwork
+from networks import NoiseSampler, QNetwork
 from replay import Batch
 
 
@@ -68,10 +69,20 @@ class DQNAgent:
         self.pin_memory = pin_memory
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
         self.loss = make_loss(config, getattr(self.online.head, "support", None))
+        # Noisy nets: fresh noise for every acting step and every update (Fortunato et al. 2018);
+        # both are no-ops for a network without noisy layers.
+        self.acting_noise = NoiseSampler(self.online)
+        self.learning_noise = NoiseSampler(self.online, self.target)
+        self.priorities = torch.zeros(0, device=device)
+        """Per-sample priorities of the latest update (on the device), for a prioritized replay."""
         self.optimizer = make_optimizer(self.online, config)
         self.penalized = regularized(self.online, config.regularize) if config.l2 > 0 else []
         self.rng = np.random.default_rng(seed)
         self.updates = 0
+        # The latest TD loss, or the first non-finite one, kept on the device: updates never sync
+        # with the host for it; `check_finite` reads it on log and checkpoint boundaries.
+        self.loss_watch = torch.zeros((), device=device)
+        self.checked_step = 0
 
     def epsilon(self, step: int) -> float:
         c = self.config
@@ -90,11 +101,17 @@ class DQNAgent:
             output = self.online_fn(obs)
         return self.loss.q_values(output.float())
 
-    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
-        """One action per env: greedy from one batched forward pass, random with probability ε."""
+    def act(
+        self, obs: np.ndarray, epsilon: float, *, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        """One action per env: greedy from one batched forward pass, random with probability ε.
+        An evaluation passes its own `rng`, so that evaluating never changes training's draws."""
+        if rng is None:  # training acts with fresh noise; an evaluation keeps the current draw
+            self.acting_noise.resample()
+        rng = rng or self.rng
         num_envs, num_actions = len(obs), self.online.head.num_actions
-        explore = self.rng.random(num_envs) < epsilon
-        actions = self.rng.integers(num_actions, size=num_envs)
+        explore = rng.random(num_envs) < epsilon
+        actions = rng.integers(num_actions, size=num_envs)
         if not explore.all():
             obs_t = torch.from_numpy(obs).to(self.device, non_blocking=True)
             greedy = self.q_values(obs_t).argmax(1).cpu().numpy()
@@ -107,6 +124,7 @@ class DQNAgent:
             self.device, non_blocking=True
         )
         rows = torch.arange(len(batch.action), device=self.device)
+        self.learning_noise.resample()
         with self.autocast:
             output = self.online_fn(batch.obs).float()
             with torch.no_grad():
@@ -118,7 +136,7 @@ class DQNAgent:
         next_action = self.loss.q_values(chooser).argmax(1)  # a* = argmax_a Q(s', a)
         next_taken = next_target[rows, next_action]
         per_sample, metrics = self.loss(taken, next_taken, batch.reward, batch.discount)
-        loss = per_sample.mean()
+        loss = (batch.weight * per_sample).mean()  # importance-sampling weights; 1 when uniform
         if self.penalized:
             loss = loss + self.config.l2 * sum(p.square().sum() for p in self.penalized)
         self.optimizer.zero_grad(set_to_none=True)
@@ -127,14 +145,42 @@ class DQNAgent:
         grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), max_norm)
         self.optimizer.step()
         self.updates += 1
+        self.priorities = self.loss.priority(per_sample)
         q = self.loss.q_values(output.detach())
+        td_loss = per_sample.detach().mean()
+        self.loss_watch = torch.where(self.loss_watch.isfinite(), td_loss, self.loss_watch)
         return {
-            "td_loss": per_sample.detach().mean(),
+            "td_loss": td_loss,
             "q_values": q.mean(),
             "q_max": q.max(),
             "grad_norm": grad_norm,
             **{k: v.detach() for k, v in metrics.items()},
         }
+
+    def check_finite(self, step: int) -> None:
+        """Stop a diverged run before it logs, probes or saves NaN: raise NonFiniteError when a TD
+        loss since the last check, or an online parameter, is NaN or Inf. One host sync, so it is
+        called on log and checkpoint boundaries, not per update."""
+        found = self.nonfinite()
+        if found:
+            name, value = found
+            raise NonFiniteError(
+                f"{name} is {value} at step {step} (update {self.updates}; all finite at the "
+                f"previous check, step {self.checked_step}). Training diverged and stopped; the "
+                "last good checkpoint is kept. Lower agent.lr or set agent.max_grad_norm."
+            )
+        self.checked_step = step
+
+    def nonfinite(self) -> tuple[str, float] | None:
+        """(quantity, value) of the first NaN or Inf: the TD loss, then the online parameters."""
+        loss = float(self.loss_watch)
+        if not math.isfinite(loss):
+            return "td_loss", loss
+        params = dict(self.online.named_parameters())
+        if bool(torch.stack([p.isfinite().all() for p in params.values()]).all()):
+            return None
+        name, p = next((n, p) for n, p in params.items() if not bool(p.isfinite().all()))
+        return f"parameter {name}", float(p[~p.isfinite()].flatten()[0])
 
     def sync_target(self) -> None:
         """Hard update: θ̄ ← θ."""

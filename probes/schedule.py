@@ -33,8 +33,21 @@ class ProbeSchedule:
         c = self.config
         due = crossed(c.interval, before, now)
         fit_due = crossed(c.fit_interval, before, now)
-        if not c.enabled or not (due or fit_due) or not replay.can_sample(c.batch_size):
+        if not (due or fit_due) or not self.ready(replay):
             return {}
+        return self.measure_now(model, replay, now, fit=fit_due, probes=due)
+
+    def ready(self, replay: ReplayBuffer) -> bool:
+        """Whether probes are on and replay can give the probe batch."""
+        return self.config.enabled and replay.can_sample(self.config.batch_size)
+
+    def measure_now(
+        self, model: nn.Module, replay: ReplayBuffer, now: int, *, fit: bool, probes: bool = True
+    ) -> dict:
+        """The probe figures (and probe_fit_loss if `fit`) of `model` on the probe batch, drawn
+        anew when none is held or it is `refresh_interval` steps old. The step-0 baseline is
+        this on the network as initialised, on the first probe batch that later probes reuse."""
+        c = self.config
         if self.batch is None or now - self.drawn_at >= c.refresh_interval:
             device = next(model.parameters()).device
             self.batch = replay.sample(c.batch_size, rng=self.rng).obs.to(device)
@@ -42,9 +55,9 @@ class ProbeSchedule:
         # A distributional head's NTK is taken on its Q-values: A outputs, not A·K logits.
         readout = getattr(model, "q_values", None)
         figures = (
-            measure(model, self.batch, ntk_batch=c.ntk_batch, ntk_readout=readout) if due else {}
+            measure(model, self.batch, ntk_batch=c.ntk_batch, ntk_readout=readout) if probes else {}
         )
-        if fit_due:
+        if fit:
             figures["probe_fit_loss"] = probe_fit_loss(
                 model, self.batch, steps=c.fit_steps, seed=self.seed
             )

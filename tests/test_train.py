@@ -75,6 +75,28 @@ def test_a_smoke_run_writes_returns_losses_and_probes(pong_run):
         assert f"plasticity/{key}" in tags, key
 
 
+def test_probes_are_measured_at_step_0_on_the_network_as_initialised(pong_run, tmp_path):
+    tags = scalars(pong_run)
+    norms = tags["plasticity/param_norm"]
+    assert norms[0].step == 0 and tags["plasticity/dormant_fraction"][0].step == 0
+    assert tags["plasticity/probe_fit_loss"][0].step == 0
+    # The run's config builds the same initial network again: its norm, summed in float64.
+    config = configs.from_dict(yaml.safe_load((pong_run / "config.yaml").read_text()))
+    trainer = train.Trainer(config, tmp_path, None)
+    trainer.env.close()
+    trainer.logger.close()
+    params = trainer.agent.online.parameters()
+    initial = math.sqrt(sum(p.double().square().sum().item() for p in params))
+    # float32 rounding against 150 Adam steps at lr 6.25e-5, which moved the norm by ~1e-4.
+    assert abs(norms[0].value - initial) < abs(norms[-1].value - initial) / 10
+
+
+def test_evaluate_best_needs_a_run_with_evaluation_phases(pong_run):
+    result = run_cli("evaluate.py", str(pong_run), "--best", timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "holds no best.pt" in result.stderr and "eval.interval" in result.stderr
+
+
 def test_the_run_directory_holds_config_and_checkpoints(pong_run):
     assert pong_run.name.startswith("pong__dqn__s3__")
     config = yaml.safe_load((pong_run / "config.yaml").read_text())
