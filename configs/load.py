@@ -46,11 +46,14 @@ def available(folder: str) -> list[str]:
 
 
 def describe_variants() -> list[tuple[str, str]]:
-    """(option, one-line description) for every option, from the first comment of its file."""
+    """(option, one-line description) for every option, from the first comment of its file; a
+    combined option (one that lists `options`) also says what it expands to."""
     rows = []
     for name in available("variants"):
         first = (CONFIG_DIR / "variants" / f"{name}.yaml").read_text().splitlines()[0]
-        rows.append((name, first.lstrip("# ").split(" — ", 1)[-1]))
+        text = first.lstrip("# ").split(" — ", 1)[-1]
+        parts = expand_option(name)
+        rows.append((name, text if parts == [name] else f"{text} Expands to {'+'.join(parts)}."))
     rows.append(("nstepN", "N-step returns from the replay buffer, e.g. nstep3 (Sutton 1988)."))
     return sorted(rows)
 
@@ -77,20 +80,33 @@ def option_keys(option: str) -> dict:
     return load_yaml(CONFIG_DIR / "variants" / f"{option}.yaml", "Option file")
 
 
+def expand_option(option: str) -> list[str]:
+    """The options a combined option stands for (its file's `options` list, e.g. `rainbow`);
+    [option] for a plain one."""
+    if NSTEP.match(option) or option not in available("variants"):
+        return [option]
+    keys = load_yaml(CONFIG_DIR / "variants" / f"{option}.yaml", "Option file")
+    return list(keys["options"]) if set(keys) == {"options"} else [option]
+
+
 def variant_keys(variant: str) -> dict:
-    """Merge the options of `a+b+c`; two options setting one key to different values clash."""
+    """Merge the options of `a+b+c` (a combined option as its parts); two options setting one key
+    to different values clash, and the error names both (and the combined option they came from)."""
     merged: dict = {}
     owners: dict[str, str] = {}
-    for option in [o.strip() for o in variant.split("+")]:
-        if not option:
+    for given in [o.strip() for o in variant.split("+")]:
+        if not given:
             raise UserError(f"--variant '{variant}' has an empty option; join options with '+'.")
-        for key, value in flatten(option_keys(option)).items():
-            if key in merged and merged[key] != value:
-                raise UserError(
-                    f"Options '{owners[key]}' and '{option}' clash in --variant '{variant}': "
-                    f"they set {key} to {merged[key]!r} and {value!r}. Drop one of them."
-                )
-            merged[key], owners[key] = value, option
+        parts = expand_option(given)
+        for option in parts:
+            name = f"'{option}'" if parts == [given] else f"'{option}' (from '{given}')"
+            for key, value in flatten(option_keys(option)).items():
+                if key in merged and merged[key] != value:
+                    raise UserError(
+                        f"Options {owners[key]} and {name} clash in --variant '{variant}': "
+                        f"they set {key} to {merged[key]!r} and {value!r}. Drop one of them."
+                    )
+                merged[key], owners[key] = value, name
     return unflatten(merged)
 
 
@@ -181,7 +197,12 @@ def resolve(
 
 
 def from_dict(raw: dict) -> Config:
-    """Typed Config from a nested mapping (e.g. a saved config.yaml), with every value checked."""
+    """Typed Config from a nested mapping (e.g. a saved config.yaml), with every value checked.
+    Keys the suite gained after the mapping was saved take their defaults, so that runs saved by
+    an earlier version still resume and evaluate."""
+    if isinstance(raw, dict):
+        defaults = flatten(load_yaml(CONFIG_DIR / "defaults.yaml", "Defaults file"))
+        raw = unflatten({**defaults, **flatten(raw)})
     config = build(Config, raw, "")
     check_values(config)
     return config
@@ -292,6 +313,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "agent.l2": (at_least(0), "a coefficient >= 0"),
     "agent.max_grad_norm": (at_least(0), ">= 0 (0 is off)"),
     "agent.sigma_ratio": (lambda v: v > 0, "a ratio > 0"),
+    "network.noisy_sigma0": (at_least(0), "a noise scale >= 0"),
+    "replay.priority_exponent": (at_least(0), "an exponent >= 0 (0 is uniform)"),
+    "replay.importance_exponent": (within(0, 1), "an exponent in [0, 1]"),
     "network.num_atoms": (at_least(2), ">= 2 atoms"),
     "network.cnn_hidden": (at_least(1), "a width >= 1"),
     "network.mlp_hidden": (lambda v: all(w >= 1 for w in v), "widths >= 1"),

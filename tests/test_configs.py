@@ -73,6 +73,14 @@ def test_resolved_config_round_trips_through_plain_data():
     assert from_dict(to_dict(c)) == c
 
 
+def test_a_config_saved_before_newer_keys_existed_takes_their_defaults():
+    saved = to_dict(resolve(preset="classic", variant="ln"))
+    del saved["eval"], saved["env"]["full_action_space"]  # keys this version added
+    loaded = from_dict(saved)
+    assert loaded.eval == resolve().eval and loaded.env.full_action_space is False
+    assert loaded.network.layer_norm and loaded.env.id == "CartPole-v1"  # what was saved stays
+
+
 def test_clashing_options_name_both():
     with pytest.raises(UserError, match=r"'c51' and 'hl_gauss' clash.*agent\.loss"):
         resolve(variant="c51+hl_gauss")
