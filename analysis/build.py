@@ -12,8 +12,6 @@ from analysis.runs import FINAL_RULE, PROBE_KEYS, Run, Skipped, load_runs
 from analysis.summary import summarize
 from configs.errors import UserError
 
-BEST = "best.pt"
-"""The best evaluated network that a run's evaluation phases keep (agents/evaluation.py)."""
 CLIP_FRAMES = 1000
 """Frames of a report clip at most: a minute of Atari play at 15 agent steps a second."""
 
@@ -228,7 +226,8 @@ def probe_points(runs: list[Run], keys: list[str], y) -> dict[str, list[figures.
 def record_clips(runs: list[Run], out: Path) -> dict[str, dict]:
     """One short clip per variant: its best-scoring finished run on the first game, played by the
     run's best.pt where evaluation phases kept one, else by its newest checkpoint."""
-    from analysis.video import record_run  # the agent, torch and imageio only when asked for
+    from agents.evaluation import best_path  # the agent, torch and imageio only when asked for
+    from analysis.video import record_run
 
     (out / "videos").mkdir(exist_ok=True)
     clips = {}
@@ -238,7 +237,8 @@ def record_clips(runs: list[Run], out: Path) -> dict[str, dict]:
             continue
         game = min(r.game for r in mine)
         run = max((r for r in mine if r.game == game), key=lambda r: r.final_return or -1e300)
-        source = run.path / BEST if (run.path / BEST).is_file() else run.path
+        best = best_path(run.path)
+        source = best if best.is_file() else run.path
         file = f"videos/{safe(variant)}.mp4"
         try:
             clip = record_run(source, out / file, max_frames=CLIP_FRAMES)
