@@ -12,6 +12,8 @@ from ale_py.vector_env import AtariVectorEnv
 
 from configs.schema import EnvConfig
 
+SCREEN = (210, 160)
+"""The Atari 2600's native screen, height x width."""
 ALE_ID = re.compile(r"^(?:ALE/)?(?P<game>[A-Za-z0-9_]+?)(?:NoFrameskip)?(?:-v\d+)?$")
 
 
@@ -46,15 +48,25 @@ def suggest(env_id: str, classic_ids: list[str]) -> str:
     )
 
 
-def make_atari(rom: str, num_envs: int, config: EnvConfig) -> gym.vector.VectorEnv:
+def make_atari(
+    rom: str, num_envs: int, config: EnvConfig, *, rgb_screen: bool = False
+) -> gym.vector.VectorEnv:
     """An AtariVectorEnv under the Machado et al. (2018) protocol. Rewards come back raw: clipping
-    is applied by the training loop so that logged returns stay the game's score."""
+    is applied by the training loop so that logged returns stay the game's score. With
+    `rgb_screen` the observation is the native colour screen of each step's last frame instead of
+    the agent's input (for videos): the same protocol, so the same seed plays the same game."""
+    frames = (
+        {"img_height": SCREEN[0], "img_width": SCREEN[1], "grayscale": False, "maxpool": False,
+         "stack_num": 1}
+        if rgb_screen
+        else {"img_height": 84, "img_width": 84, "grayscale": True, "maxpool": True,
+              "stack_num": config.frame_stack}
+    )  # fmt: skip
     return AtariVectorEnv(
         rom,
         num_envs,
         repeat_action_probability=config.sticky_actions,
         frameskip=config.frame_skip,
-        stack_num=config.frame_stack,
         noop_max=config.noop_max,
         full_action_space=config.full_action_space,
         max_num_frames_per_episode=config.max_episode_frames,
@@ -64,8 +76,5 @@ def make_atari(rom: str, num_envs: int, config: EnvConfig) -> gym.vector.VectorE
         use_fire_reset=config.fire_reset,
         reward_clipping=False,
         autoreset_mode="NextStep",
-        img_height=84,
-        img_width=84,
-        grayscale=True,
-        maxpool=True,
+        **frames,
     )

@@ -18,9 +18,8 @@ import numpy as np
 from ale_py.vector_env import AtariVectorEnv
 
 from configs.schema import EnvConfig
+from envs.atari import make_atari
 
-ATARI_SCREEN = (210, 160)
-"""The Atari 2600's native screen, height x width."""
 ATARI_FPS = 60
 
 
@@ -47,29 +46,9 @@ class Screen:
 
 
 def atari_screen(rom: str, config: EnvConfig) -> Screen:
-    """An RGB twin of `envs.atari.make_atari`: the same protocol (sticky actions, frame skip,
-    no-op starts, frame cap, action set), the native screen in colour, the last frame of each
-    skip (no max-pooling, which only changes what is seen, not the game)."""
-    env = AtariVectorEnv(
-        rom,
-        1,
-        repeat_action_probability=config.sticky_actions,
-        frameskip=config.frame_skip,
-        stack_num=1,
-        noop_max=config.noop_max,
-        full_action_space=config.full_action_space,
-        max_num_frames_per_episode=config.max_episode_frames,
-        life_loss_info=config.terminal_on_life_loss,
-        episodic_life=False,
-        use_fire_reset=config.fire_reset,
-        reward_clipping=False,
-        autoreset_mode="NextStep",
-        img_height=ATARI_SCREEN[0],
-        img_width=ATARI_SCREEN[1],
-        grayscale=False,
-        maxpool=False,
-    )
-    return Screen(env, ATARI_FPS / config.frame_skip)
+    """An RGB twin of the agent's env: `make_atari`'s protocol, the native screen in colour, the
+    last frame of each skip (no max-pooling, which only changes what is seen, not the game)."""
+    return Screen(make_atari(rom, 1, config, rgb_screen=True), ATARI_FPS / config.frame_skip)
 
 
 def classic_screen(env_id: str) -> Screen:
