@@ -2,13 +2,16 @@
 
 A loss turns the online network's output at the taken actions and the target network's output at
 the bootstrap actions into a per-sample loss; it also says how to read Q-values (in reward units)
-from a network output, which acting and the greedy bootstrap action need.
+from a network output, which acting and the greedy bootstrap action need, and which priority a
+prioritized replay gives each sample (`priority(per_sample)`: |δ| for scalar heads, Schaul et al.
+2016; the cross-entropy itself for categorical heads, as Dopamine's Rainbow does).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -43,15 +46,26 @@ def entropy(logits: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(-1).mean()
 
 
+def huber_error(loss: Tensor) -> Tensor:
+    """|δ| from the Huber loss (threshold 1): L = δ²/2 for |δ| < 1, |δ| − 1/2 beyond, so
+    |δ| = √(2L) for L < 1/2 and L + 1/2 otherwise."""
+    return torch.where(loss < 0.5, (2 * loss).sqrt(), loss + 0.5)
+
+
 class ScalarLoss:
     """Scalar Q head; Huber (Nature DQN, Dopamine) or squared TD error (CleanRL)."""
 
     def __init__(self, kind: str, transform: str) -> None:
         self.error = F.smooth_l1_loss if kind == "huber" else F.mse_loss
+        self.td_error = huber_error if kind == "huber" else torch.sqrt  # |δ| from the loss
         self.h, self.h_inv = value_transform(transform)
 
     def q_values(self, output: Tensor) -> Tensor:
         return self.h_inv(output)
+
+    def priority(self, per_sample: Tensor) -> Tensor:
+        """|δ| = |h(target) − prediction|, the TD error (Schaul et al. 2016), from the loss."""
+        return self.td_error(per_sample.detach())
 
     def __call__(
         self, taken: Tensor, next_taken: Tensor, reward: Tensor, discount: Tensor
@@ -70,6 +84,10 @@ class C51Loss:
 
     def q_values(self, logits: Tensor) -> Tensor:
         return scalar_expectation(logits.softmax(-1), self.support)
+
+    def priority(self, per_sample: Tensor) -> Tensor:
+        """The cross-entropy itself (Dopamine's Rainbow; Hessel et al. 2018 use the KL loss)."""
+        return per_sample.detach()
 
     def __call__(
         self, taken: Tensor, next_taken: Tensor, reward: Tensor, discount: Tensor
@@ -93,6 +111,10 @@ class EncodedLoss:
 
     def q_values(self, logits: Tensor) -> Tensor:
         return self.h_inv(scalar_expectation(logits.softmax(-1), self.support))
+
+    def priority(self, per_sample: Tensor) -> Tensor:
+        """The cross-entropy, as for C51."""
+        return per_sample.detach()
 
     def __call__(
         self, taken: Tensor, next_taken: Tensor, reward: Tensor, discount: Tensor

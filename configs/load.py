@@ -20,6 +20,11 @@ from configs.errors import UserError
 from configs.schema import Config
 
 CONFIG_DIR = Path(__file__).resolve().parent
+YAML_ERRORS = (Exception,)
+"""What reading YAML raises on bad input: besides yaml's own errors, its constructors raise whatever
+their parsing code does on a bad tag (ValueError for `!!int x`, IndexError for `!!int` alone,
+AttributeError for `!!timestamp 2001-13-45null`), and undecodable bytes and nesting past the
+recursion limit raise too."""
 NSTEP = re.compile(r"nstep(\d+)$")
 
 
@@ -29,7 +34,7 @@ def load_yaml(path: Path, what: str) -> dict:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist.") from None
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, *YAML_ERRORS) as error:
         raise UserError(f"{what} {path} could not be read: {error}") from None
     if data is None:
         return {}
@@ -165,7 +170,7 @@ def parse_set(assignment: str) -> dict:
         )
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except YAML_ERRORS:  # not YAML: the text itself, refused by the key's type if need be
         value = text
     return unflatten({key.strip(): value})
 

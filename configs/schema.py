@@ -52,6 +52,13 @@ class NetworkConfig:
     """Lowest atom of the categorical support (in transformed units when a transform is on)."""
     v_max: float
     """Highest atom of the categorical support."""
+    dueling: bool
+    """Dueling head: value and advantage streams, Q = V + A - mean_a A (per atom for categorical
+    heads; Wang et al. 2016)."""
+    noisy: bool
+    """Factorised Gaussian noisy linear layers in the head (Fortunato et al. 2018)."""
+    noisy_sigma0: float
+    """Initial noise scale sigma_0: each sigma starts at sigma_0 / sqrt(fan_in)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,12 @@ class ReplayConfig:
     """Transitions kept."""
     save_contents: bool
     """Write the replay contents into checkpoints (large for Atari) so a resume keeps them."""
+    prioritized: bool
+    """Proportional prioritized sampling with importance-sampling weights (Schaul et al. 2016)."""
+    priority_exponent: float
+    """alpha: slots are drawn with probability p_i^alpha / sum_k p_k^alpha (0 is uniform)."""
+    importance_exponent: float
+    """beta: loss weights (N P(i))^-beta / max_j w_j, fixed over the run (0: no correction)."""
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from configs.schema import NetworkConfig
-from networks.heads import CategoricalHead, ScalarHead, make_support
+from networks.heads import (
+    CategoricalDuelingHead,
+    CategoricalHead,
+    DuelingHead,
+    Linear,
+    ScalarHead,
+    make_head,
+    make_support,
+)
+from networks.noisy import NoiseSampler, NoisyLinear
 from networks.torsos import MLP, NatureCNN, layer_norm
 
-__all__ = ["CategoricalHead", "MLP", "NatureCNN", "QNetwork", "ScalarHead", "build_network"]
+__all__ = [
+    "CategoricalDuelingHead",
+    "CategoricalHead",
+    "DuelingHead",
+    "MLP",
+    "NatureCNN",
+    "NoiseSampler",
+    "NoisyLinear",
+    "QNetwork",
+    "ScalarHead",
+    "build_network",
+]
 
 
 class QNetwork(nn.Module):
@@ -34,15 +55,22 @@ class QNetwork(nn.Module):
 def build_network(
     obs_shape: Sequence[int], num_actions: int, config: NetworkConfig, *, categorical: bool
 ) -> QNetwork:
-    """Nature CNN for image stacks ([C, H, W]), MLP for vectors; scalar or categorical head."""
+    """Nature CNN for image stacks ([C, H, W]), MLP for vectors; scalar or categorical head,
+    plain or dueling, with plain or noisy linear layers (the torso is the same for all)."""
     norm = layer_norm if config.layer_norm else None
     if len(obs_shape) == 3:
         torso = NatureCNN(obs_shape, hidden=config.cnn_hidden, norm=norm)
     else:
         torso = MLP(int(obs_shape[0]), hidden=config.mlp_hidden, norm=norm)
-    if categorical:
-        support = make_support(config.v_min, config.v_max, config.num_atoms)
-        head = CategoricalHead(torso.out_features, num_actions, support)
-    else:
-        head = ScalarHead(torso.out_features, num_actions)
+    support = make_support(config.v_min, config.v_max, config.num_atoms) if categorical else None
+    head = make_head(
+        torso.out_features, num_actions, support, dueling=config.dueling, linear=head_linear(config)
+    )
     return QNetwork(torso, head)
+
+
+def head_linear(config: NetworkConfig) -> Linear:
+    """The head's linear layers: noisy ones (σ₀ from the config) for the `noisy` option."""
+    if config.noisy:
+        return partial(NoisyLinear, sigma0=config.noisy_sigma0)
+    return nn.Linear

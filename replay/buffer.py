@@ -32,19 +32,26 @@ class Batch:
     reward: torch.Tensor  # [B] float32, sum_{k<m} gamma^k r_{t+k}
     discount: torch.Tensor  # [B] float32, gamma^m, or 0 if the episode terminated within m steps
     next_obs: torch.Tensor  # [B, *obs_shape], the observation m steps later
+    weight: torch.Tensor | None = None  # [B] float32 loss weights (IS weights); None: all ones
+    index: np.ndarray | None = None  # [B] replay slots drawn, stays on the host
+
+    def __post_init__(self) -> None:
+        if self.weight is None:  # uniform replay: every sample weighs 1 (x * 1.0 is exact)
+            ones = torch.ones(len(self.action), device=self.action.device)
+            object.__setattr__(self, "weight", ones)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        """Return a copy with every field moved to `device`."""
+        """Return a copy with every tensor moved to `device` (`index` stays on the host)."""
         return Batch(
-            *(t.to(device, non_blocking=non_blocking) for t in self._fields()),
+            *(t.to(device, non_blocking=non_blocking) for t in self._fields()), index=self.index
         )
 
     def pin_memory(self) -> Batch:
         """A copy in page-locked host memory, so `to(cuda, non_blocking=True)` overlaps compute."""
-        return Batch(*(t.pin_memory() for t in self._fields()))
+        return Batch(*(t.pin_memory() for t in self._fields()), index=self.index)
 
     def _fields(self) -> tuple[torch.Tensor, ...]:
-        return (self.obs, self.action, self.reward, self.discount, self.next_obs)
+        return (self.obs, self.action, self.reward, self.discount, self.next_obs, self.weight)
 
 
 class ReplayBuffer:
@@ -208,13 +215,23 @@ class ReplayBuffer:
         ret, discount, m = self._n_step(window)
         # One gather for obs (stack ending at t) and next_obs (stack ending at t + m).
         stacks = self._stacks(np.concatenate([base, base]), np.concatenate([slot, slot + m]))
+        index = base + slot
         return Batch(
             obs=torch.from_numpy(stacks[:batch_size]),
-            action=torch.from_numpy(self._action_flat[base + slot].astype(np.int64)),
+            action=torch.from_numpy(self._action_flat[index].astype(np.int64)),
             reward=torch.from_numpy(ret),
             discount=torch.from_numpy(discount),
             next_obs=torch.from_numpy(stacks[batch_size:]),
+            weight=self._weights(index),
+            index=index,
         )
+
+    def _weights(self, index: np.ndarray) -> torch.Tensor:
+        """Loss weights of the drawn slots: 1 each under uniform sampling."""
+        return torch.ones(len(index))
+
+    def update_priorities(self, index: np.ndarray | None, priorities: torch.Tensor) -> None:
+        """Uniform replay keeps no priorities: a no-op (and no host sync)."""
 
     def _n_step(self, window: np.ndarray) -> tuple[np.ndarray, ...]:
         """n-step return, discount and horizon m of windows given as flat slot indices [B, n].

@@ -76,3 +76,15 @@ def test_hl_gauss_q_values_are_the_expectation():
     loss = loss_for("hl_gauss")
     logits = torch.log(torch.tensor([[[0.2, 0.3, 0.5], [0.5, 0.5, 0.0 + 1e-30]]]))
     torch.testing.assert_close(loss.q_values(logits), torch.tensor([[0.3, -0.5]]))
+
+
+def test_priorities_are_td_errors_for_scalar_heads_and_cross_entropies_for_categorical() -> None:
+    # Target 2.5 (as above): predictions 2 and 5.5 -> |δ| = 0.5 (Huber 0.125) and 3 (Huber 2.5).
+    for variant in ("huber", "mse"):
+        loss = loss_for(variant)
+        per_sample, _ = call(loss, [2.0, 5.5], [3.0, 3.0], [1.0, 1.0], [0.5, 0.5])
+        torch.testing.assert_close(loss.priority(per_sample), torch.tensor([0.5, 3.0]))
+    c51 = loss_for("c51")
+    logits = torch.log(torch.tensor([[0.2, 0.3, 0.5]]))
+    per_sample, _ = c51(logits, torch.zeros(1, 3), torch.tensor([0.0]), torch.tensor([0.0]))
+    torch.testing.assert_close(c51.priority(per_sample), torch.tensor([-math.log(0.3)]))
