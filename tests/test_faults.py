@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -376,6 +376,8 @@ def resolves_or_refuses(**kwargs) -> None:
 
 @FUZZ
 @given(assignments=st.lists(ASSIGNMENTS, min_size=1, max_size=3))
+@example(assignments=["agent.lr=!!int x"])  # found by this test: PyYAML raised ValueError
+@example(assignments=["agent.lr=!!int"])  # IndexError
 def test_any_set_assignment_resolves_or_is_refused_clearly(assignments):
     resolves_or_refuses(assignments=assignments)
 
@@ -387,6 +389,7 @@ YAML_TEXT = st.one_of(st.lists(st.sampled_from(YAML_PIECES), max_size=20).map(""
 
 @FUZZ
 @given(content=YAML_TEXT)
+@example(content="!!timestamp 2001-13-45null")  # found by this test: PyYAML raised AttributeError
 def test_any_config_file_resolves_or_is_refused_clearly(content, tmp_path_factory):
     path = tmp_path_factory.mktemp("config") / "config.yaml"
     path.write_text(content, errors="surrogateescape")
