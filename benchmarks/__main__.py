@@ -23,6 +23,7 @@ TARGETS = {
     "loop_efficiency": (">=", 0.9),
     "replay_bytes_per_transition": ("<=", 7200),
     "replay_sample_us": ("<=", 300),
+    "per_sample_cost": ("<=", 2.0),
     "probe_overhead": ("<=", 0.02),
     "distributional_learner_cost": ("<=", 0.15),
 }
@@ -74,6 +75,7 @@ def run(env: str, device: str, threads: int, quick: bool, envs: list[int]) -> di
     }
     results["env_sps_raw"] = figures.env_sps_raw(config, n["env_steps"])
     head_configs = {head: figures.resolve(env, head, common) for head in HEADS}
+    head_configs["rainbow"] = figures.resolve(env, "c51", common, variant="rainbow")
     ups = figures.learner_ups_raw(head_configs, n["updates"])
     for head in HEADS:
         results[f"learner_ups_raw/{head}"] = ups[head]
@@ -85,7 +87,14 @@ def run(env: str, device: str, threads: int, quick: bool, envs: list[int]) -> di
     results["loop_efficiency"] = results["train_sps"] / min(results["env_sps_raw"], learner_bound)
     slowest = min(results[f"learner_ups_raw/{h}"] for h in HEADS[1:])
     results["distributional_learner_cost"] = results["learner_ups_raw"] / slowest - 1
+    results["learner_ups_raw/rainbow"] = ups["rainbow"]
+    results["rainbow_learner_cost"] = results["learner_ups_raw"] / ups["rainbow"] - 1
     results.update(figures.replay_figures(config, config.replay.capacity, n["replay_fill"]))
+    per = figures.resolve(env, "huber", common, variant="per")
+    per_figures = figures.replay_figures(per, config.replay.capacity, n["replay_fill"])
+    results["replay_sample_us/per"] = per_figures["replay_sample_us"]
+    results["priority_update_us/per"] = per_figures["priority_update_us"]
+    results["per_sample_cost"] = results["replay_sample_us/per"] / results["replay_sample_us"]
     results["replay_filled"] = n["replay_fill"]
     default = figures.resolve(env, "huber", [f"train.device={device}"])
     results["probe_overhead"] = figures.probe_overhead(default, results["train_sps"])

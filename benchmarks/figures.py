@@ -18,7 +18,7 @@ from configs import Config
 from envs import make_env
 from probes.fit import probe_fit_loss
 from probes.observe import measure
-from replay import Batch, ReplayBuffer
+from replay import Batch, ReplayBuffer, make_replay
 from train import Trainer
 
 PAGE = 4096
@@ -129,14 +129,15 @@ def fill_replay(config: Config, capacity: int, transitions: int, pool: np.ndarra
     """A replay buffer with `transitions` Atari-shaped transitions added the ordinary way, episodes
     of 2,000 steps, frames from `pool` [P, num_envs, 4, 84, 84]."""
     num_envs = pool.shape[1]
-    buffer = ReplayBuffer(
-        capacity,
+    buffer = make_replay(
+        replace(config.replay, capacity=capacity),
         num_envs,
         (4, 84, 84),
         np.dtype(np.uint8),
         frame_stack=4,
         n_step=config.agent.n_step,
         gamma=config.agent.gamma,
+        seed=0,
     )
     actions, rewards = np.zeros(num_envs, np.int64), np.ones(num_envs, np.float32)
     for t in range(transitions // num_envs):
@@ -147,21 +148,27 @@ def fill_replay(config: Config, capacity: int, transitions: int, pool: np.ndarra
 
 
 def replay_figures(config: Config, capacity: int, transitions: int) -> dict[str, float]:
-    """Resident bytes per stored transition and microseconds per batch-32 sample."""
+    """Resident bytes per stored transition, microseconds per batch-32 sample and per priority
+    update of that batch (a no-op for uniform replay), median of 500."""
     pool = np.random.default_rng(0).integers(0, 256, size=(16, 8, 4, 84, 84), dtype=np.uint8)
     before = resident_bytes()  # the frame pool is resident already and not counted
     buffer = fill_replay(config, capacity, transitions, pool)
     used = resident_bytes() - before
+    priorities = torch.rand(500, 32, generator=torch.Generator().manual_seed(0)) * 3
     for _ in range(50):
         buffer.sample(32)
-    times = []
-    for _ in range(500):
+    sample_times, update_times = [], []
+    for i in range(500):
         start = time.perf_counter()
-        buffer.sample(32)
-        times.append(time.perf_counter() - start)
+        batch = buffer.sample(32)
+        middle = time.perf_counter()
+        buffer.update_priorities(batch.index, priorities[i])
+        update_times.append(time.perf_counter() - middle)
+        sample_times.append(middle - start)
     return {
         "replay_bytes_per_transition": used / len(buffer),  # per transition held, not added
-        "replay_sample_us": float(np.median(times)) * 1e6,
+        "replay_sample_us": float(np.median(sample_times)) * 1e6,
+        "priority_update_us": float(np.median(update_times)) * 1e6,
     }
 
 
@@ -192,7 +199,7 @@ def probe_overhead(config: Config, sps: float) -> float:
     return per_step / (per_step + 1.0 / sps)
 
 
-def resolve(env: str, loss: str, assignments: list[str]) -> Config:
-    return configs.resolve(
-        overrides={"env": {"id": env}, "agent": {"loss": loss}}, assignments=assignments
-    )
+def resolve(env: str, loss: str, assignments: list[str], *, variant: str | None = None) -> Config:
+    """The defaults (or `variant`'s options) with `loss` as the value loss, on `env`."""
+    overrides = {"env": {"id": env}, "agent": {"loss": loss}}
+    return configs.resolve(variant=variant, overrides=overrides, assignments=assignments)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from replay.buffer import _HAS, _MAX_DRAWS, ReplayBuffer
+from replay.buffer import _HAS, _MAX_DRAWS, ReplayBuffer, _concat
 from replay.sum_tree import SumTree
 
 PRIORITY_EPS = 1e-10
@@ -75,9 +75,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return self.tree.get(index) / self.tree.total()
 
     def _weights(self, index: np.ndarray) -> torch.Tensor:
-        """w_i = (N·P(i))^-β / max_j w_j over the batch (N: sampleable transitions)."""
-        w = (len(self) * self.probabilities(index)) ** -self.beta
-        return torch.from_numpy((w / w.max()).astype(np.float32))
+        """w_i = (N·P(i))^-β / max_j w_j over the batch. N and Σ_k p_k^α cancel in the ratio:
+        w_i = (p_i^α / min_j p_j^α)^-β, computed so (no count of sampleable slots needed)."""
+        p = self.tree.get(index)
+        return torch.from_numpy(((p / p.min()) ** -self.beta).astype(np.float32))
 
     # ------------------------------------------------------------------ drawing
 
@@ -95,7 +96,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             draws.append(self._keep_drawable(self.tree.sample(batch_size + 8, rng)))
             got += len(draws[-1][0])
             if got >= batch_size:
-                kept = [np.concatenate(x) for x in zip(*draws, strict=True)]
+                kept = draws[0] if len(draws) == 1 else _concat(draws)
                 return tuple(x[:batch_size] for x in kept)
         # Almost every stored slot is unsampleable (tiny episodes, a nearly empty buffer): list
         # the sampleable ones and draw among them in proportion to their priorities.

@@ -2,9 +2,9 @@
 
 Every internal node holds the sum of its children, so the root holds the total priority and a
 value u in [0, total) leads from the root to the leaf whose cumulative range holds it: leaf i is
-reached with probability p_i / Σ_j p_j. The tree is K-ary (`fanout`, 16 by default) and stored one
+reached with probability p_i / Σ_j p_j. The tree is K-ary (`fanout`, 32 by default) and stored one
 flat array per level; a batch is updated and sampled level by level with whole-array numpy
-operations, so a million leaves take 5 levels and no Python loop runs per sample.
+operations, so a million leaves take 4 levels and no Python loop runs per sample.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class SumTree:
         fanout: children per node, K.
     """
 
-    def __init__(self, size: int, *, fanout: int = 16) -> None:
+    def __init__(self, size: int, *, fanout: int = 32) -> None:
         if size < 1 or fanout < 2:
             raise ValueError(f"size={size} must be >= 1 and fanout={fanout} >= 2")
         self.size, self.fanout = int(size), int(fanout)
@@ -29,6 +29,7 @@ class SumTree:
             depth += 1
         # levels[0] is the root; levels[-1] holds the leaves.
         self.levels = [np.zeros(fanout**d, dtype=np.float64) for d in range(depth + 1)]
+        self._left_of = np.triu(np.ones((fanout, fanout)), 1)  # [j, i] = 1 when j < i
 
     @property
     def leaves(self) -> np.ndarray:
@@ -70,10 +71,9 @@ class SumTree:
         node = np.zeros(mass.shape, dtype=np.int64)
         rows = np.arange(mass.size)
         for level in self.levels[1:]:
-            children = level.reshape(-1, self.fanout)[node]  # [B, K]
-            before = np.cumsum(children, axis=1) - children  # mass left of each child
-            child = np.minimum((before <= mass[:, None]).sum(1) - 1, self.fanout - 1)
-            child = np.maximum(child, 0)
+            # Mass left of each child, as one small matmul (cheaper than cumsum on short rows).
+            before = level.reshape(-1, self.fanout)[node] @ self._left_of  # [B, K]
+            child = (before <= mass[:, None]).sum(1) - 1  # the last child starting at or below
             mass -= before[rows, child]
             node = node * self.fanout + child
         return node
