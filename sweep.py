@@ -1,0 +1,263 @@
+"""Run a grid of train.py runs (games x variants x seeds), locally or on a Ray cluster.
+
+    python sweep.py --grid plasticity --envs Pong,Breakout --seeds 1,2,3
+    python sweep.py --variants dqn,ln+wd --envs CartPole-v1 --seeds 1-5 --preset classic
+    python sweep.py --grid plasticity --envs Pong --seeds 1,2,3 --status
+
+Every run is an ordinary train.py run named game__variant__sSEED under --logdir, so rerunning the
+same command skips finished runs, resumes half-done ones from their checkpoint and starts the
+rest. Ctrl-C or SIGTERM is passed to the running runs, which checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import configs
+from configs import UserError
+from sweeps.backend import Outcome, StopRequest
+from sweeps.grid import Options, command_line, expand, grid_variants, parse_seeds, split_list
+from sweeps.plan import Job, make_jobs, states, user_sets_threads
+from sweeps.process import tail
+from sweeps.progress import Progress, format_line
+from sweeps.state import Ledger, RunState, sweep_dir
+
+LOCK_WAIT_S = 60.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--grid", help="a grid in configs/grids/ (e.g. plasticity) or a YAML file")
+    which.add_argument("--variants", help="variants joined by commas, e.g. dqn,ln+wd")
+    p.add_argument("--envs", required=True, help="games or env ids joined by commas")
+    p.add_argument("--seeds", default="1", help="seeds: 1,2,3 or 1-3 (default 1)")
+    p.add_argument("--preset", help=f"budget/protocol: {', '.join(configs.available('presets'))}")
+    p.add_argument("--config", help="a YAML file of config keys laid over the preset")
+    p.add_argument("--total-steps", type=int, help="environment steps of every run")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key in every run (repeatable)",
+    )
+    p.add_argument("--logdir", default="runs", help="folder of the run directories (default runs)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="local runs at once (default: one per core, torch threads shared out)",
+    )
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument(
+        "--address",
+        help="Ray cluster address, 'auto' or 'local' (default: the one "
+        "`ray start` made, else a new local one)",
+    )
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs per run (default 1)")
+    p.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=0.0,
+        help="Ray GPUs per run, fractions allowed (default 0)",
+    )
+    p.add_argument("--max-retries", type=int, default=3, help="Ray retries on node loss")
+    p.add_argument("--dry-run", action="store_true", help="print the runs it would start")
+    p.add_argument("--status", action="store_true", help="print each run's state and exit")
+    return p.parse_args(argv)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers} must be at least 1.")
+    if args.cpus_per_run <= 0 or args.gpus_per_run < 0 or args.max_retries < 0:
+        raise UserError("--cpus-per-run must be > 0, --gpus-per-run and --max-retries >= 0.")
+
+
+def workers_and_threads(args: argparse.Namespace, options: Options) -> tuple[int, int | None]:
+    """Local runs at once and each one's torch threads (None: the user set train.threads)."""
+    if args.backend == "ray":
+        return 0, max(1, math.ceil(args.cpus_per_run))
+    if user_sets_threads(options):
+        threads = int(configs.resolve(assignments=list(options.sets)).train.threads) or 1
+        return args.workers or max(1, cores() // threads), None
+    workers = args.workers or cores()
+    return workers, max(1, cores() // workers)
+
+
+def plan(args: argparse.Namespace) -> tuple[list[Job], int]:
+    """Every run's Job, all configs resolved (bad input is a UserError before anything runs)."""
+    check_numbers(args)
+    variants = (
+        split_list(args.variants, "--variants") if args.variants else grid_variants(args.grid)
+    )
+    runs = expand(split_list(args.envs, "--envs"), variants, parse_seeds(args.seeds))
+    options = Options(
+        Path(args.logdir), args.preset, args.config, args.total_steps, tuple(args.set)
+    )
+    workers, threads = workers_and_threads(args, options)
+    return make_jobs(runs, options, threads=threads), workers
+
+
+def status_table(found: list[RunState]) -> str:
+    """run | state | steps done/total | last return."""
+    width = max([len(s.name) for s in found] + [3])
+    rows = [f"{'run':{width}s}  {'state':7s}  {'steps':>21s}  last return"]
+    for s in found:
+        score = "-" if s.last_return is None else f"{s.last_return:g}"
+        rows.append(f"{s.name:{width}s}  {s.state:7s}  {s.step:>10,d}/{s.total:<10,d}  {score}")
+    return "\n".join(rows)
+
+
+class Console:
+    """The sweep's voice on stderr: one line per start and end, and a progress line."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress, self.tty = progress, sys.stderr.isatty()
+        self.every, self.last = (1.0 if self.tty else 15.0), time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(("\r\033[K" if self.tty else "") + text, file=sys.stderr, flush=True)
+
+    def started(self, job: Job, step: int) -> None:
+        self.progress.started(job.name)
+        self.say(f"start {job.name}" + (f" (resuming at step {step:,})" if step else ""))
+
+    def ended(self, job: Job, outcome: Outcome) -> None:
+        self.progress.ended(job.name, ok=outcome.ok)
+        if outcome.ok:
+            self.say(f"done  {job.name} in {outcome.seconds:.1f} s")
+        elif outcome.stopped:
+            self.say(f"stopped {job.name} (checkpointed; a rerun resumes it)")
+        else:
+            lines = "\n".join(f"    {line}" for line in tail(job.log).splitlines())
+            why = f" {outcome.error}" if outcome.error else ""
+            self.say(
+                f"FAILED {job.name} (exit {outcome.returncode}){why}; end of {job.log}:\n{lines}"
+            )
+
+    def tick(self, force: bool = False) -> None:
+        if force or time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            line = format_line(self.progress.snapshot())
+            print(
+                ("\r\033[K" + line) if self.tty else line,
+                end="" if self.tty else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def lock(logdir: Path) -> int:
+    """An exclusive lock on the --logdir's sweep folder, held by the launcher and its runs (the
+    fd is passed on), so a rerun waits for the runs of a killed launcher to checkpoint."""
+    sweep_dir(logdir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(sweep_dir(logdir) / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    deadline, said = time.monotonic() + LOCK_WAIT_S, False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"Another sweep (or the runs of one) is using {logdir}; wait for it to end "
+                    "or stop it, then rerun."
+                ) from None
+            if not said:
+                print(f"waiting for another sweep's runs in {logdir} to stop...", file=sys.stderr)
+                said = True
+            time.sleep(0.5)
+
+
+def execute(args: argparse.Namespace, jobs: list[Job], workers: int, stop: StopRequest) -> None:
+    """Run the jobs on the chosen backend, reporting to a Console."""
+    ledger, console = Ledger(Path(args.logdir)), Console(Progress(jobs))
+    if args.backend == "ray":
+        from sweeps.ray_backend import RayOptions, connect, require_ray, run_ray
+
+        options = RayOptions(args.address, args.cpus_per_run, args.gpus_per_run, args.max_retries)
+        info = connect(options)
+        print(f"ray: connected in {info['seconds']:.1f} s", file=sys.stderr)
+        try:
+            run_ray(jobs, options=options, ledger=ledger, observer=console, stop=stop)
+        finally:
+            require_ray().shutdown()
+            if info["temp_dir"]:
+                shutil.rmtree(info["temp_dir"], ignore_errors=True)
+    else:
+        fd = lock(Path(args.logdir))
+        from sweeps.local import run_local
+
+        run_local(jobs, workers=workers, ledger=ledger, observer=console, stop=stop, keep_fds=(fd,))
+    console.tick(force=True)
+    if console.tty:
+        print(file=sys.stderr)
+
+
+def launch(args: argparse.Namespace, jobs: list[Job], workers: int) -> int:
+    """Run every job not yet done; 0 when all are done afterwards."""
+    before = states(jobs, Ledger(Path(args.logdir)).last_exit())
+    todo = [job for job, s in zip(jobs, before, strict=True) if s.state != "done"]
+    print(
+        f"sweep: {len(jobs)} runs, {len(jobs) - len(todo)} already done, {len(todo)} to run"
+        + (f" ({workers} at once)" if args.backend == "local" else " on Ray"),
+        file=sys.stderr,
+    )
+    stop = StopRequest()
+    stop.install()
+    if todo:
+        execute(args, todo, workers, stop)
+    after = states(jobs, Ledger(Path(args.logdir)).last_exit())
+    counts = {state: sum(s.state == state for s in after) for state in ("done", "failed")}
+    left = len(jobs) - counts["done"]
+    print(
+        f"sweep: {counts['done']}/{len(jobs)} done, {counts['failed']} failed, {left} not "
+        f"finished; compare them: python report.py {args.logdir}",
+        file=sys.stderr,
+    )
+    if stop.count:
+        return 128 + stop.signum
+    return 0 if left == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        jobs, workers = plan(args)
+        if args.status:
+            print(status_table(states(jobs, Ledger(Path(args.logdir)).last_exit(), returns=True)))
+            return 0
+        if args.dry_run:
+            found = states(jobs, Ledger(Path(args.logdir)).last_exit())
+            for job, s in zip(jobs, found, strict=True):
+                if s.state != "done":
+                    print(command_line(list(job.argv)))
+            return 0
+        if args.backend == "ray":
+            from sweeps.ray_backend import require_ray
+
+            require_ray()
+        return launch(args, jobs, workers)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())

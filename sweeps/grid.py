@@ -1,0 +1,116 @@
+"""Grid expansion and run naming: (games x variants x seeds) -> the train.py command of each run."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import configs
+from configs.errors import UserError
+from configs.load import load_yaml
+from envs import resolve_env_id
+
+TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the sweep: what train.py gets for --env, --variant and --seed, and its name."""
+
+    env: str
+    """The --env flag as the user spelled it."""
+    game: str
+    """The canonical game or env id (train.py's own naming: `pong`, `CartPole-v1`)."""
+    variant: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The run directory's name: a function of (game, variant, seed) alone."""
+        return f"{self.game}__{self.variant}__s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Options:
+    """The flags every run of the sweep shares."""
+
+    logdir: Path
+    preset: str | None = None
+    config_file: str | None = None
+    total_steps: int | None = None
+    sets: tuple[str, ...] = ()
+
+
+def split_list(text: str, flag: str) -> list[str]:
+    """'a,b, c' -> ['a', 'b', 'c']; an empty item is a UserError naming the flag."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise UserError(f"{flag} '{text}' has an empty item; separate items with single commas.")
+    return items
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'1,2,3' or '1-3' (or a mix) -> [1, 2, 3]; anything else is a UserError."""
+    seeds: list[int] = []
+    for item in split_list(text, "--seeds"):
+        low, dash, high = item.partition("-")
+        if not (low.isdigit() and (not dash or high.isdigit())):
+            raise UserError(
+                f"--seeds '{text}': '{item}' is not a seed; give whole numbers >= 0 joined by "
+                "commas, or a range such as 1-5."
+            )
+        seeds += range(int(low), int(high or low) + 1)
+    if not seeds:
+        raise UserError(f"--seeds '{text}' holds an empty range; write ranges low-high.")
+    return seeds
+
+
+def grid_variants(grid: str) -> list[str]:
+    """The variants of a grid: a name from configs/grids/ or a YAML file with a `variants` list."""
+    if grid in configs.available("grids") or not (
+        grid.endswith((".yaml", ".yml")) or Path(grid).is_file()
+    ):
+        return configs.grid_variants(grid)
+    variants = load_yaml(Path(grid), "Grid file").get("variants")
+    if not isinstance(variants, list) or not variants:
+        raise UserError(f"Grid file {grid} needs a non-empty `variants:` list of variants.")
+    return [str(v) for v in variants]
+
+
+def expand(envs: list[str], variants: list[str], seeds: list[int]) -> list[Run]:
+    """Every (env, variant, seed), seed-major so that early runs already compare the variants;
+    two items that name the same run (`Pong` and `pong`) are a UserError."""
+    runs, seen = [], set()
+    games = {env: resolve_env_id(env)[0] for env in envs}
+    for seed in seeds:
+        for env in envs:
+            for variant in variants:
+                label = "+".join(o.strip() for o in variant.split("+"))
+                run = Run(env=env, game=games[env], variant=label, seed=seed)
+                if run.name in seen:
+                    raise UserError(f"The sweep lists run {run.name} twice; drop the duplicate.")
+                seen.add(run.name)
+                runs.append(run)
+    return runs
+
+
+def train_argv(run: Run, options: Options, extra_sets: tuple[str, ...] = ()) -> list[str]:
+    """The train.py command of one run; its fixed --run-name makes a rerun resume it."""
+    argv = [sys.executable, str(TRAIN_PY), "--env", run.env, "--variant", run.variant]
+    argv += ["--seed", str(run.seed)]
+    if options.preset:
+        argv += ["--preset", options.preset]
+    if options.config_file:
+        argv += ["--config", options.config_file]
+    if options.total_steps is not None:
+        argv += ["--total-steps", str(options.total_steps)]
+    for assignment in (*options.sets, *extra_sets):
+        argv += ["--set", assignment]
+    return [*argv, "--logdir", str(options.logdir), "--run-name", run.name]
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as a shell would take it."""
+    return shlex.join(argv)

@@ -1,0 +1,103 @@
+"""A sweep's plan: one Job per run, every config resolved (so checked) before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import configs
+from configs import Config, UserError
+from configs.load import flatten, load_yaml, unflatten
+from sweeps.grid import Options, Run, train_argv
+from sweeps.state import RunState, last_return, list_checkpoints, log_path, run_state
+
+RESUMABLE_KEYS = ("train.total_steps", "train.device", "train.threads")
+"""Keys a sweep may change in a run it resumes (train.py refuses others; a saved run keeps its
+own thread count, passed back to it)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run, ready to execute: its train.py command, its directory and log, its budget."""
+
+    run: Run
+    argv: tuple[str, ...]
+    run_dir: Path
+    log: Path
+    total: int
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+
+def user_sets_threads(options: Options) -> bool:
+    return any(a.partition("=")[0].strip() == "train.threads" for a in options.sets)
+
+
+def saved_config(run_dir: Path) -> Config | None:
+    """The config of a run that holds a checkpoint (what a rerun resumes), else None."""
+    if not list_checkpoints(run_dir):
+        return None
+    return configs.from_dict(load_yaml(run_dir / "config.yaml", "Run config"))
+
+
+def thread_sets(options: Options, saved: Config | None, threads: int | None) -> tuple[str, ...]:
+    """`--set train.threads=N` for a run: the user's own value wins, a saved run keeps its own
+    (train.py would refuse a change), a new one gets its share of the cores."""
+    if user_sets_threads(options):
+        return ()
+    if saved is not None:
+        return (f"train.threads={saved.train.threads}",)
+    return () if threads is None else (f"train.threads={threads}",)
+
+
+def resolve(run: Run, options: Options, sets: tuple[str, ...]) -> Config:
+    """The config train.py will resolve from this run's flags."""
+    flags = {"env.id": run.env, "train.seed": run.seed, "train.total_steps": options.total_steps}
+    return configs.resolve(
+        preset=options.preset,
+        config_file=options.config_file,
+        variant=run.variant,
+        overrides=unflatten({k: v for k, v in flags.items() if v is not None}),
+        assignments=[*options.sets, *sets],
+    )
+
+
+def check_same_run(config: Config, saved: Config, run_dir: Path) -> None:
+    """Refuse, up front, a run directory that train.py would refuse to resume under these flags."""
+    mine, theirs = flatten(configs.to_dict(config)), flatten(configs.to_dict(saved))
+    changed = [k for k in mine if mine[k] != theirs.get(k) and k not in RESUMABLE_KEYS]
+    if changed:
+        raise UserError(
+            f"{run_dir} holds a run whose config differs from this sweep's in "
+            f"{', '.join(changed)}; sweep into another --logdir, or use the flags it was "
+            "started with."
+        )
+
+
+def make_jobs(runs: list[Run], options: Options, *, threads: int | None) -> list[Job]:
+    """Resolve every run's config (a UserError for the first bad one) and build its Job."""
+    jobs = []
+    for run in runs:
+        run_dir = options.logdir / run.name
+        saved = saved_config(run_dir)
+        sets = thread_sets(options, saved, threads)
+        config = resolve(run, options, sets)
+        if saved is not None:
+            check_same_run(config, saved, run_dir)
+        argv = tuple(train_argv(run, options, sets))
+        log = log_path(options.logdir, run.name)
+        jobs.append(Job(run, argv, run_dir, log, config.train.total_steps))
+    return jobs
+
+
+def states(jobs: list[Job], last_exit: dict[str, int], *, returns: bool = False) -> list[RunState]:
+    """Each job's state (and its last logged return when `returns`)."""
+    found = []
+    for job in jobs:
+        state = run_state(job.run_dir, job.total, last_exit.get(job.name))
+        if returns:
+            state = replace(state, last_return=last_return(job.run_dir))
+        found.append(state)
+    return found

@@ -1,0 +1,145 @@
+"""Run state, read from what a run directory holds and from the sweep's launch ledger.
+
+A run is `done` when its newest checkpoint reached the sweep's total steps, `failed` when its last
+launch ended in an error (not a stop signal), `partial` when it has a checkpoint short of the end,
+and `pending` otherwise. The ledger (`LOGDIR/.sweep/launches.jsonl`, one JSON line per launch and
+per end) is the witness that a finished run is never run again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from agents.checkpoint import NAME as CHECKPOINT_NAME
+from agents.checkpoint import list_checkpoints
+
+State = Literal["done", "partial", "pending", "failed"]
+SWEEP_DIR = ".sweep"
+RETURN_TAG = "charts/episodic_return"
+STOPPED = {0, 128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
+"""Exit statuses of a run that was not in error: finished, or stopped by a signal after its
+checkpoint (train.py exits 128 + signal)."""
+
+
+def sweep_dir(logdir: Path) -> Path:
+    """The launcher's own folder under --logdir: the ledger, each run's log, the lock."""
+    return logdir / SWEEP_DIR
+
+
+def log_path(logdir: Path, name: str) -> Path:
+    """Where a run's stdout and stderr go (outside the run directory, which train.py creates)."""
+    return sweep_dir(logdir) / f"{name}.log"
+
+
+def newest_step(run_dir: Path) -> int:
+    """The step of the run's newest checkpoint, 0 when it has none."""
+    newest = list_checkpoints(run_dir)
+    return int(CHECKPOINT_NAME.match(newest[-1].name).group(1)) if newest else 0
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a run directory says about one run."""
+
+    name: str
+    state: State
+    step: int
+    total: int
+    last_return: float | None = None
+
+
+class Ledger:
+    """The append-only launch log of every sweep on a --logdir."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.path = sweep_dir(logdir) / "launches.jsonl"
+
+    def write(self, event: Literal["start", "end"], name: str, **fields: object) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"event": event, "run": name, "time": round(time.time(), 3), **fields}
+        with self.path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict]:
+        """Every record, oldest first (a torn last line, from a killed launcher, is skipped)."""
+        if not self.path.exists():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def last_exit(self) -> dict[str, int]:
+        """Each run's exit status at its last end record."""
+        return {r["run"]: int(r["rc"]) for r in self.records() if r["event"] == "end"}
+
+    def starts(self, name: str) -> list[dict]:
+        """The start records of one run."""
+        return [r for r in self.records() if r["event"] == "start" and r["run"] == name]
+
+
+def run_state(run_dir: Path, total: int, last_exit: int | None) -> RunState:
+    """The state of the run in `run_dir` against the sweep's `total` steps."""
+    step = newest_step(run_dir)
+    if step >= total:
+        state: State = "done"
+    elif last_exit is not None and last_exit not in STOPPED:
+        state = "failed"
+    else:
+        state = "partial" if step > 0 else "pending"
+    return RunState(name=run_dir.name, state=state, step=step, total=total)
+
+
+def clear_unstarted(run_dir: Path) -> None:
+    """Remove a run directory that holds no checkpoint (a run killed before its first one): it
+    holds nothing a restart keeps, and train.py would otherwise take `NAME-2` as the run's name."""
+    if run_dir.is_dir() and not list_checkpoints(run_dir):
+        shutil.rmtree(run_dir)
+
+
+def event_files(run_dir: Path) -> list[Path]:
+    """The run's TensorBoard event files, oldest first (a resume writes a new one)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(
+        run_dir.glob("events.out.tfevents.*"), key=lambda p: (int(p.name.split(".")[3]), p.name)
+    )
+
+
+def last_scalar(path: Path, tag: str) -> tuple[int, float] | None:
+    """(step, value) of the last `tag` in one event file, or None."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    found = None
+    for event in EventFileLoader(str(path)).Load():
+        for value in event.summary.value:
+            if value.tag == tag:
+                found = (event.step, scalar_value(value))
+    return found
+
+
+def scalar_value(value: object) -> float:
+    """A scalar summary's value, stored as simple_value or as a rank-0 tensor."""
+    if value.HasField("simple_value"):
+        return float(value.simple_value)
+    from tensorboard.util import tensor_util
+
+    return float(tensor_util.make_ndarray(value.tensor))
+
+
+def last_return(run_dir: Path) -> float | None:
+    """The last `charts/episodic_return` logged, from the newest event file that holds one."""
+    for path in reversed(event_files(run_dir)):
+        found = last_scalar(path, RETURN_TAG)
+        if found is not None:
+            return found[1]
+    return None
