@@ -302,7 +302,7 @@ class Trainer:
     def request_stop(self, signum: int, _frame: object) -> None:
         """Ctrl-C / SIGTERM: finish the current step, checkpoint, exit cleanly. A second signal
         while that is under way interrupts at once (the last checkpoint stays whole); once the run
-        is closing (flushing its events, closing envs) further signals wait for it to finish."""
+        is closing (flushing its events, closing envs) further signals are ignored."""
         if self.stop_signal is None:
             self.stop_signal = signum
         elif not self.closing:
