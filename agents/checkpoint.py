@@ -21,6 +21,7 @@ from configs.errors import UserError
 NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
 TEMP_PREFIX, TEMP_SUFFIX = ".ckpt-", ".tmp"
 CODE = re.compile(r"Unsupported global: GLOBAL (\S+)")
+UNPICKLER = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
 
 
 class CheckpointWriteError(UserError):
@@ -221,7 +222,9 @@ def read_error(path: Path, error: Exception) -> str:
             f"Checkpoint {path} could not be read: it holds pickled code or objects "
             f"({code.group(1)}), refused unread; a checkpoint is data, never code."
         )
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    # torch's first line for bytes it cannot unpickle advises weights_only=False: not for us.
+    detail = UNPICKLER.search(str(error))
+    reason = detail.group(1) if detail else (str(error).splitlines() or [type(error).__name__])[0]
     return (
         f"Checkpoint {path} could not be read as a plasticity-suite checkpoint "
         f"(corrupt, truncated or not a torch file): {reason}"
