@@ -12,7 +12,6 @@ rest. Ctrl-C or SIGTERM is passed to the running runs, which checkpoint and stop
 from __future__ import annotations
 
 import argparse
-import fcntl
 import math
 import os
 import shutil
@@ -25,12 +24,11 @@ import configs
 from configs import UserError
 from sweeps.backend import Outcome, StopRequest
 from sweeps.grid import Options, command_line, expand, grid_variants, parse_seeds, split_list
+from sweeps.local import lock, run_local
 from sweeps.plan import Job, make_jobs, states, user_sets_threads
 from sweeps.process import tail
 from sweeps.progress import Progress, format_line
-from sweeps.state import Ledger, RunState, sweep_dir
-
-LOCK_WAIT_S = 60.0
+from sweeps.state import Ledger, status_table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -113,16 +111,6 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], int]:
     return make_jobs(runs, options, threads=threads), workers
 
 
-def status_table(found: list[RunState]) -> str:
-    """run | state | steps done/total | last return."""
-    width = max([len(s.name) for s in found] + [3])
-    rows = [f"{'run':{width}s}  {'state':7s}  {'steps':>21s}  last return"]
-    for s in found:
-        score = "-" if s.last_return is None else f"{s.last_return:g}"
-        rows.append(f"{s.name:{width}s}  {s.state:7s}  {s.step:>10,d}/{s.total:<10,d}  {score}")
-    return "\n".join(rows)
-
-
 class Console:
     """The sweep's voice on stderr: one line per start and end, and a progress line."""
 
@@ -162,36 +150,21 @@ class Console:
             )
 
 
-def lock(logdir: Path) -> int:
-    """An exclusive lock on the --logdir's sweep folder, held by the launcher and its runs (the
-    fd is passed on), so a rerun waits for the runs of a killed launcher to checkpoint."""
-    sweep_dir(logdir).mkdir(parents=True, exist_ok=True)
-    fd = os.open(sweep_dir(logdir) / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    deadline, said = time.monotonic() + LOCK_WAIT_S, False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise UserError(
-                    f"Another sweep (or the runs of one) is using {logdir}; wait for it to end "
-                    "or stop it, then rerun."
-                ) from None
-            if not said:
-                print(f"waiting for another sweep's runs in {logdir} to stop...", file=sys.stderr)
-                said = True
-            time.sleep(0.5)
+def waiting(logdir: Path) -> None:
+    print(f"waiting for another sweep's runs in {logdir} to stop...", file=sys.stderr)
 
 
-def execute(args: argparse.Namespace, jobs: list[Job], workers: int, stop: StopRequest) -> None:
-    """Run the jobs on the chosen backend, reporting to a Console."""
+def execute(
+    args: argparse.Namespace, jobs: list[Job], workers: int, stop: StopRequest, lock_fd: int
+) -> None:
+    """Run the jobs on the chosen backend, reporting to a Console; local runs hold the lock."""
     ledger, console = Ledger(Path(args.logdir)), Console(Progress(jobs))
     if args.backend == "ray":
         from sweeps.ray_backend import RayOptions, connect, require_ray, run_ray
 
         options = RayOptions(args.address, args.cpus_per_run, args.gpus_per_run, args.max_retries)
         info = connect(options)
+        stop.install()  # ray.init installs its own SIGTERM handler in the driver
         print(f"ray: connected in {info['seconds']:.1f} s", file=sys.stderr)
         try:
             run_ray(jobs, options=options, ledger=ledger, observer=console, stop=stop)
@@ -200,17 +173,18 @@ def execute(args: argparse.Namespace, jobs: list[Job], workers: int, stop: StopR
             if info["temp_dir"]:
                 shutil.rmtree(info["temp_dir"], ignore_errors=True)
     else:
-        fd = lock(Path(args.logdir))
-        from sweeps.local import run_local
-
-        run_local(jobs, workers=workers, ledger=ledger, observer=console, stop=stop, keep_fds=(fd,))
+        run_local(
+            jobs, workers=workers, ledger=ledger, observer=console, stop=stop, keep_fds=(lock_fd,)
+        )
     console.tick(force=True)
     if console.tty:
         print(file=sys.stderr)
 
 
 def launch(args: argparse.Namespace, jobs: list[Job], workers: int) -> int:
-    """Run every job not yet done; 0 when all are done afterwards."""
+    """Run every job not yet done; 0 when all are done afterwards. The --logdir is locked first,
+    so the runs of a killed launcher finish their last checkpoint before states are read."""
+    fd = lock(Path(args.logdir), on_wait=waiting)
     before = states(jobs, Ledger(Path(args.logdir)).last_exit())
     todo = [job for job, s in zip(jobs, before, strict=True) if s.state != "done"]
     print(
@@ -221,7 +195,7 @@ def launch(args: argparse.Namespace, jobs: list[Job], workers: int) -> int:
     stop = StopRequest()
     stop.install()
     if todo:
-        execute(args, todo, workers, stop)
+        execute(args, todo, workers, stop, fd)
     after = states(jobs, Ledger(Path(args.logdir)).last_exit())
     counts = {state: sum(s.state == state for s in after) for state in ("done", "failed")}
     left = len(jobs) - counts["done"]

@@ -3,18 +3,24 @@ thread that forks a child must outlive it, see sweeps.process)."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
+from configs.errors import UserError
 from sweeps.backend import Observer, Outcome, StopRequest
 from sweeps.plan import Job
 from sweeps.process import spawn
-from sweeps.state import Ledger, clear_unstarted, newest_step
+from sweeps.state import Ledger, clear_unstarted, newest_step, sweep_dir
 
 POLL_S = 0.2
+LOCK_WAIT_S = 60.0
 
 
 @dataclass
@@ -80,3 +86,25 @@ def run_local(
         observer.tick()
         time.sleep(POLL_S)
     return outcomes
+
+
+def lock(logdir: Path, *, on_wait: Callable[[Path], None]) -> int:
+    """An exclusive lock on the --logdir's sweep folder, held by the launcher and its runs (the
+    fd is passed on), so a rerun waits for the runs of a killed launcher to checkpoint."""
+    sweep_dir(logdir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(sweep_dir(logdir) / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    deadline, said = time.monotonic() + LOCK_WAIT_S, False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"Another sweep (or the runs of one) is using {logdir}; wait for it to end "
+                    "or stop it, then rerun."
+                ) from None
+            if not said:
+                on_wait(logdir)
+                said = True
+            time.sleep(0.5)

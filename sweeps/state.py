@@ -143,3 +143,13 @@ def last_return(run_dir: Path) -> float | None:
         if found is not None:
             return found[1]
     return None
+
+
+def status_table(found: list[RunState]) -> str:
+    """run | state | steps done/total | last return."""
+    width = max([len(s.name) for s in found] + [3])
+    rows = [f"{'run':{width}s}  {'state':7s}  {'steps':>21s}  last return"]
+    for s in found:
+        score = "-" if s.last_return is None else f"{s.last_return:g}"
+        rows.append(f"{s.name:{width}s}  {s.state:7s}  {s.step:>10,d}/{s.total:<10,d}  {score}")
+    return "\n".join(rows)

@@ -117,6 +117,25 @@ def test_dry_run_prints_the_train_commands_of_unfinished_runs(local_sweep, tmp_p
     assert not fresh.exists()
 
 
+def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(local_sweep, tmp_path):
+    logdir, broken = tmp_path / "runs", "CartPole-v1__dqn__s1"
+    (logdir / broken).mkdir(parents=True)
+    (logdir / broken / "config.yaml").write_text(
+        (local_sweep[0] / broken / "config.yaml").read_text()
+    )
+    (logdir / broken / "ckpt_000000001000.pt").write_bytes(b"not a checkpoint")
+    args = grid_args(logdir, "--workers", "2", variants="dqn")
+    done = run_sweep(*args)
+    assert done.returncode == 1
+    assert f"FAILED {broken} (exit 2)" in done.stderr and "    error:" in done.stderr
+    assert "1/2 done, 1 failed" in done.stderr
+    status = run_sweep(*args, "--status").stdout.splitlines()
+    assert [row.split()[:2] for row in status[1:]] == [
+        [broken, "failed"],
+        ["CartPole-v1__dqn__s2", "done"],
+    ]
+
+
 def test_a_killed_launcher_loses_no_finished_run_and_the_rerun_resumes(tmp_path):
     logdir = tmp_path / "runs"
     args = grid_args(logdir, "--workers", "1", "--set", "train.checkpoint_interval=1000",
