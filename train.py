@@ -327,11 +327,12 @@ class Trainer:
         self.saved_step = self.step
         return self.saved_path
 
-    def report(self, path: Path) -> int:
+    def report(self, path: Path | None) -> int:
         if self.stop_signal is not None:
             name = signal.Signals(self.stop_signal).name
+            saved = f"checkpoint {path}" if path else "no checkpoint written yet"
             print(
-                f"{name}: stopped at step {self.step}; checkpoint {path}. "
+                f"{name}: stopped at step {self.step}; {saved}. "
                 f"Resume with: python train.py --resume {self.run_dir}",
                 file=sys.stderr,
             )
