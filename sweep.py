@@ -126,7 +126,10 @@ class Console:
         self.say(f"start {job.name}" + (f" (resuming at step {step:,})" if step else ""))
 
     def ended(self, job: Job, outcome: Outcome) -> None:
-        self.progress.ended(job.name, ok=outcome.ok)
+        if outcome.stopped:
+            self.progress.stopped(job.name)
+        else:
+            self.progress.ended(job.name, ok=outcome.ok)
         if outcome.ok:
             self.say(f"done  {job.name} in {outcome.seconds:.1f} s")
         elif outcome.stopped:

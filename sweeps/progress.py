@@ -60,6 +60,10 @@ class Progress:
         self.readers.pop(name, None)
         self.finished[name] = ok
 
+    def stopped(self, name: str) -> None:
+        """A run stopped by a signal after its checkpoint: pending again, not failed."""
+        self.readers.pop(name, None)
+
     def steps(self, name: str) -> int:
         job = self.jobs[name]
         if name in self.finished:
