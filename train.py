@@ -43,8 +43,6 @@ from replay import make_replay
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NO_CRASH_SAVE = (CheckpointWriteError, NonFiniteError)
 """Errors after which a crash-save would fail again or save a diverged network."""
-RESUMABLE_KEYS = ("train.total_steps", "train.device")
-"""Config keys a resumed run may change."""
 
 
 class TensorBoardLogger:
@@ -428,10 +426,9 @@ def make_run_dir(run_dir: Path) -> Path:
 
 
 def check_same_run(config: Config, saved: Config, run_dir: Path) -> None:
-    """Refuse to resume `run_dir` under flags that change its config (beyond budget and device)."""
-    mine = configs.load.flatten(configs.to_dict(config))
-    theirs = configs.load.flatten(configs.to_dict(saved))
-    changed = [k for k in mine if mine[k] != theirs.get(k) and k not in RESUMABLE_KEYS]
+    """Refuse to resume `run_dir` under flags that change its config (beyond budget, device and
+    threads)."""
+    changed = configs.load.changed_keys(config, saved)
     if changed:
         raise UserError(
             f"{run_dir} holds a run whose config differs from these flags in "

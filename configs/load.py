@@ -401,6 +401,17 @@ def joint_rules(c: Config) -> list[tuple[bool, str, str]]:
     ]
 
 
+RESUMABLE_KEYS = ("train.total_steps", "train.device", "train.threads")
+"""Config keys a resumed run may change: its budget, and where and how fast it runs."""
+
+
+def changed_keys(config: Config, saved: Config) -> list[str]:
+    """Keys whose values differ between `config` and a run's `saved` config, beyond the
+    RESUMABLE_KEYS: resuming the run under `config` would make it another run."""
+    mine, theirs = flatten(to_dict(config)), flatten(to_dict(saved))
+    return [k for k in mine if mine[k] != theirs.get(k) and k not in RESUMABLE_KEYS]
+
+
 def to_dict(config: Config) -> dict:
     """The resolved config as plain YAML-ready data (tuples become lists)."""
     return unflatten(

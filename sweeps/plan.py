@@ -7,11 +7,10 @@ from pathlib import Path
 
 import configs
 from configs import Config, UserError
-from configs.load import flatten, load_yaml, unflatten
+from configs.load import changed_keys, load_yaml, unflatten
 from sweeps.grid import Options, Run, train_argv
 from sweeps.state import RunState, last_return, list_checkpoints, log_path, run_state
 
-RESUMABLE_KEYS = ("train.total_steps", "train.device", "train.threads")
 """Keys a sweep may change in a run it resumes (train.py refuses others; a saved run keeps its
 own thread count, passed back to it)."""
 
@@ -46,7 +45,7 @@ def thread_sets(
     options: Options, saved: Config | None, config: Config, threads: int | None
 ) -> tuple[str, ...]:
     """`--set train.threads=N` for a run: the user's own value wins, a saved run keeps its own
-    (train.py would refuse a change), and a new one gets at most its share of the cores: a config
+    (as it was started), and a new one gets at most its share of the cores: a config
     that asks for fewer (the classic preset's 1) keeps its value, since more threads than a small
     network needs slow it down badly on busy cores (a 2,000-step CartPole run measured 4x slower
     with 2 threads than with 1 on 2 loaded cores)."""
@@ -73,8 +72,7 @@ def resolve(run: Run, options: Options, sets: tuple[str, ...]) -> Config:
 
 def check_same_run(config: Config, saved: Config, run_dir: Path) -> None:
     """Refuse, up front, a run directory that train.py would refuse to resume under these flags."""
-    mine, theirs = flatten(configs.to_dict(config)), flatten(configs.to_dict(saved))
-    changed = [k for k in mine if mine[k] != theirs.get(k) and k not in RESUMABLE_KEYS]
+    changed = changed_keys(config, saved)
     if changed:
         raise UserError(
             f"{run_dir} holds a run whose config differs from this sweep's in "
