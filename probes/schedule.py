@@ -50,7 +50,8 @@ class ProbeSchedule:
         c = self.config
         if self.batch is None or now - self.drawn_at >= c.refresh_interval:
             device = next(model.parameters()).device
-            self.batch = replay.sample(c.batch_size, rng=self.rng).obs.to(device)
+            batch = replay.sample(c.batch_size, rng=self.rng, uniform=True)
+            self.batch = batch.obs.to(device)
             self.drawn_at = now
         # A distributional head's NTK is taken on its Q-values: A outputs, not A·K logits.
         readout = getattr(model, "q_values", None)

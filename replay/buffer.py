@@ -200,18 +200,28 @@ class ReplayBuffer:
         """Whether `sample(batch_size)` can draw from at least `batch_size` distinct transitions."""
         return len(self) >= batch_size
 
-    def sample(self, batch_size: int, *, rng: np.random.Generator | None = None) -> Batch:
-        """Draw `batch_size` transitions uniformly (with replacement) among sampleable ones.
+    def sample(
+        self,
+        batch_size: int,
+        *,
+        rng: np.random.Generator | None = None,
+        uniform: bool = False,
+    ) -> Batch:
+        """Draw `batch_size` transitions (with replacement) among sampleable ones: uniformly here,
+        as a subclass's `_draw` says otherwise (prioritized replay).
 
         Args:
             batch_size: transitions to draw.
             rng: the generator to draw with; default the buffer's own. An observer (the probe
                 batch) passes its own, so that observing never changes the training batches.
+            uniform: draw uniformly whatever the buffer's own rule, so that an observer (the
+                probe batch) sees the same kind of states under every variant.
 
         Returns:
             A Batch of CPU tensors; rebuilds stacks and n-step returns from the stored frames.
         """
-        base, slot, window = self._draw(batch_size, rng or self._rng)
+        draw = self._draw_uniform if uniform else self._draw
+        base, slot, window = draw(batch_size, rng or self._rng)
         ret, discount, m = self._n_step(window)
         # One gather for obs (stack ending at t) and next_obs (stack ending at t + m).
         stacks = self._stacks(np.concatenate([base, base]), np.concatenate([slot, slot + m]))
@@ -277,6 +287,9 @@ class ReplayBuffer:
             raise ValueError("no sampleable transition stored yet")
         pick = rng.integers(0, base.size, size=batch_size)
         return base[pick], slot[pick], window[pick]
+
+    _draw_uniform = _draw
+    """The uniform draw, which subclasses that override `_draw` keep."""
 
     def _stacks(self, base: np.ndarray, end: np.ndarray) -> np.ndarray:
         """Stacked observations whose newest frame is at slot `end` of stream `base`."""

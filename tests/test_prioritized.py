@@ -89,6 +89,15 @@ def test_draws_follow_priorities_over_sampleable_slots_only() -> None:
     np.testing.assert_array_equal(obs, batch.index.astype(np.float32))
 
 
+def test_an_observer_can_draw_uniformly_whatever_the_priorities() -> None:
+    rb = PrioritizedReplayBuffer(50, 1, (1,), np.float32, n_step=1, gamma=0.5, alpha=1.0)
+    _add_episode(rb, [1, 2, 4, 8, 16], end="term")
+    rb.update_priorities(stored(rb), torch.tensor([1.0, 1.0, 1.0, 1.0, 1000.0]))
+    counts = np.bincount(rb.sample(50_000, uniform=True).index, minlength=5)
+    assert chisquare(counts).pvalue > 0.01  # equal frequencies, not 1:1:1:1:1000
+    assert np.bincount(rb.sample(50_000).index, minlength=5)[4] > 45_000
+
+
 def test_importance_weights_follow_the_formula() -> None:
     rb = PrioritizedReplayBuffer(50, 1, (1,), np.float32, alpha=0.5, beta=0.5)
     _add_episode(rb, [0, 0, 0, 0], end="term")
