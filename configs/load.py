@@ -95,23 +95,32 @@ def expand_option(option: str) -> list[str]:
 
 
 def variant_keys(variant: str) -> dict:
-    """Merge the options of `a+b+c` (a combined option as its parts); two options setting one key
-    to different values clash, and the error names both (and the combined option they came from)."""
+    """Merge the options of `a+b+c` (a combined option as its parts). A part of a combined option
+    yields to an option named outright (`rainbow+hl_gauss` is Rainbow with HL-Gauss in place of
+    C51's loss); any other two options setting one key to different values clash, and the error
+    names both (and the combined option they came from)."""
     merged: dict = {}
-    owners: dict[str, str] = {}
+    owners: dict[
+        str, tuple[str, bool]
+    ] = {}  # key -> (who set it, whether a combined option's part)
     for given in [o.strip() for o in variant.split("+")]:
         if not given:
             raise UserError(f"--variant '{variant}' has an empty option; join options with '+'.")
         parts = expand_option(given)
+        is_part = parts != [given]
         for option in parts:
-            name = f"'{option}'" if parts == [given] else f"'{option}' (from '{given}')"
+            name = f"'{option}' (from '{given}')" if is_part else f"'{option}'"
             for key, value in flatten(option_keys(option)).items():
                 if key in merged and merged[key] != value:
-                    raise UserError(
-                        f"Options {owners[key]} and {name} clash in --variant '{variant}': "
-                        f"they set {key} to {merged[key]!r} and {value!r}. Drop one of them."
-                    )
-                merged[key], owners[key] = value, name
+                    owner, owner_is_part = owners[key]
+                    if is_part and not owner_is_part:
+                        continue  # the option named outright keeps the key
+                    if is_part or not owner_is_part:
+                        raise UserError(
+                            f"Options {owner} and {name} clash in --variant '{variant}': they set "
+                            f"{key} to {merged[key]!r} and {value!r}. Drop one of them."
+                        )
+                merged[key], owners[key] = value, (name, is_part)
     return unflatten(merged)
 
 

@@ -32,8 +32,11 @@ def test_rainbow_combines_with_the_mitigations() -> None:
     assert c.variant == "rainbow+ln+wd"
 
 
-def test_rainbow_with_hl_gauss_is_refused_naming_the_part_that_clashes() -> None:
-    with pytest.raises(UserError, match=r"'c51' \(from 'rainbow'\) and 'hl_gauss' clash"):
-        resolve(variant="rainbow+ln+wd+hl_gauss")
-    c = resolve(variant="per+dueling+noisy+nstep3+double+ln+wd+hl_gauss")  # Rainbow's other parts
-    assert c.agent.loss == "hl_gauss" and c.replay.prioritized and c.network.dueling
+def test_an_option_named_outright_replaces_the_part_of_rainbow_it_clashes_with() -> None:
+    parts = resolve(variant="per+dueling+noisy+nstep3+double+ln+wd+hl_gauss")
+    for spelling in ["rainbow+ln+wd+hl_gauss", "hl_gauss+ln+wd+rainbow"]:
+        c = resolve(variant=spelling)  # HL-Gauss in place of C51's loss, the rest of Rainbow kept
+        assert (c.agent, c.network, c.replay) == (parts.agent, parts.network, parts.replay)
+        assert c.agent.loss == "hl_gauss" and c.agent.n_step == 3 and c.agent.double
+    with pytest.raises(UserError, match=r"'c51' and 'hl_gauss' clash"):  # both named outright
+        resolve(variant="c51+hl_gauss")
