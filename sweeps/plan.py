@@ -11,9 +11,6 @@ from configs.load import changed_keys, load_yaml, unflatten
 from sweeps.grid import Options, Run, train_argv
 from sweeps.state import RunState, last_return, list_checkpoints, log_path, run_state
 
-"""Keys a sweep may change in a run it resumes (train.py refuses others; a saved run keeps its
-own thread count, passed back to it)."""
-
 
 @dataclass(frozen=True)
 class Job:
