@@ -278,8 +278,9 @@ def test_a_diverging_run_stops_at_the_step_and_saves_no_nan(tmp_path, capsys):
 
 WRAPPER = """
 import signal, sys, train
+before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN if inherited ignored
 status = train.main(sys.argv[1:])
-restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+restored = signal.getsignal(signal.SIGINT) is before
 print("handlers restored" if restored else "handlers not restored")
 sys.exit(status)
 """
