@@ -36,7 +36,14 @@ from agents import (
 from agents.checkpoint import CheckpointWriteError, NonFiniteError, load_latest
 from agents.evaluation import Evaluator
 from configs import Config, UserError
-from envs import AsyncStepper, EpisodeTracker, clip_rewards, make_env, resolve_env_id
+from envs import (
+    AsyncStepper,
+    EpisodeTracker,
+    clip_rewards,
+    derived_seed,
+    make_env,
+    resolve_env_id,
+)
 from probes.schedule import ProbeSchedule, crossed
 from replay import make_replay
 
@@ -104,8 +111,7 @@ class Trainer:
             torch.set_num_threads(c.train.threads)
         self.step = int(checkpoint["step"]) if checkpoint else 0
         # One seed per (run seed, step): nearby seeds and resumed runs never share env seeds.
-        state = np.random.SeedSequence([c.train.seed, self.step]).generate_state(1)[0]
-        seed = int(state) % 2**30  # ale-py takes int32 seeds, one per env from this one up
+        seed = derived_seed(c.train.seed, self.step)
         np.random.seed(seed)
         torch.manual_seed(seed)
         self.env, spec, self.obs = make_env(c.env.id, c.env.num_envs, seed, c.env)

@@ -13,7 +13,7 @@ import numpy as np
 from agents.checkpoint import write_atomic
 from agents.dqn import DQNAgent
 from configs import Config, to_dict
-from envs import make_env, play_episodes
+from envs import derived_seed, make_env, play_episodes
 
 BEST = "best.pt"
 
@@ -25,8 +25,7 @@ def best_path(run_dir: Path) -> Path:
 def evaluation_seed(seed: int, step: int) -> int:
     """Env and ε seed of the evaluation at `step`: a function of (run seed, step) alone, so a
     resumed run evaluates exactly as an uninterrupted one, on games training never saw."""
-    state = np.random.SeedSequence([seed, step, 1]).generate_state(1)[0]
-    return int(state) % 2**30
+    return derived_seed(seed, step, 1)
 
 
 def play(agent: DQNAgent, config: Config, *, seed: int) -> list[float]:

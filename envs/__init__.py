@@ -21,6 +21,7 @@ __all__ = [
     "Episode",
     "EpisodeTracker",
     "clip_rewards",
+    "derived_seed",
     "human_normalized",
     "make_env",
     "play_episodes",
@@ -40,6 +41,12 @@ class EnvSpec:
     num_actions: int
     frame_stack: int
     """Frames stacked along the first observation axis (1 for vector observations)."""
+
+
+def derived_seed(*entropy: int) -> int:
+    """A seed in [0, 2**30) mixed from `entropy` (e.g. run seed and step) by numpy's SeedSequence:
+    nearby inputs give unrelated seeds. ale-py takes int32 seeds, one per env from this one up."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0]) % 2**30
 
 
 def resolve_env_id(env_id: str) -> tuple[str, bool]:
