@@ -39,6 +39,7 @@ def build_agent(config: Config, spec: EnvSpec, device: torch.device) -> DQNAgent
         pin_memory=t.pin_memory and device.type == "cuda",
         compile=t.compile,
         amp=t.amp,
+        channels_last=t.channels_last,
     )
 
 

@@ -58,10 +58,13 @@ class DQNAgent:
         pin_memory: bool = False,
         compile: bool = False,
         amp: bool = False,
+        channels_last: bool = False,
     ) -> None:
         self.config = config
         self.device = device
         self.online = network.to(device)
+        if channels_last:
+            self.online.use_channels_last()
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         # Compiled callables share the modules' parameters; probes and checkpoints use the modules.
         self.online_fn = torch.compile(self.online) if compile else self.online
@@ -141,8 +144,7 @@ class DQNAgent:
             loss = loss + self.config.l2 * sum(p.square().sum() for p in self.penalized)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = self.config.max_grad_norm or math.inf
-        grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), max_norm)
+        grad_norm = self.gradient_norm()
         self.optimizer.step()
         self.updates += 1
         self.priorities = self.loss.priority(per_sample)
@@ -156,6 +158,15 @@ class DQNAgent:
             "grad_norm": grad_norm,
             **{k: v.detach() for k, v in metrics.items()},
         }
+
+    def gradient_norm(self) -> Tensor:
+        """The gradient's global L2 norm, after clipping it to max_grad_norm when that is set.
+        Without clipping the norm is only measured: clip_grad_norm_ would still rescale every
+        gradient by min(1, inf) = 1, a pass over all parameters for nothing."""
+        if self.config.max_grad_norm > 0:
+            return nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
+        grads = [p.grad for p in self.online.parameters() if p.grad is not None]
+        return nn.utils.get_total_norm(grads)
 
     def check_finite(self, step: int) -> None:
         """Stop a diverged run before it logs, probes or saves NaN: raise NonFiniteError when a TD

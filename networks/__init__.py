@@ -43,10 +43,28 @@ class QNetwork(nn.Module):
         super().__init__()
         self.torso = torso
         self.head = head
+        self.input_format = torch.contiguous_format
+
+    def use_channels_last(self) -> QNetwork:
+        """Keep conv kernels, and scale image inputs straight into, the NHWC layout: the same fp32
+        math, but oneDNN's convolutions (the backward passes most) run faster on it on a CPU
+        (README, "Speed"). A no-op for a network without conv layers."""
+        if any(p.ndim == 4 for p in self.parameters()):
+            self.to(memory_format=torch.channels_last)
+            self.input_format = torch.channels_last
+        return self
 
     def forward(self, obs: Tensor) -> Tensor:
-        x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
-        return self.head(self.torso(x))
+        return self.head(self.torso(self.scale(obs)))
+
+    def scale(self, obs: Tensor) -> Tensor:
+        """float32 input: uint8 frames / 255, laid out as the kernels are (the bytes are permuted
+        before widening, and the divide is in place: ~6x cheaper than `obs.float() / 255`, which
+        allocates two frame-sized float buffers); other inputs as floats."""
+        if obs.dtype != torch.uint8:
+            return obs.float()
+        layout = self.input_format if obs.ndim == 4 else torch.contiguous_format
+        return obs.contiguous(memory_format=layout).float().div_(255.0)
 
     def q_values(self, output: Tensor) -> Tensor:
         return self.head.q_values(output)

@@ -160,3 +160,26 @@ def test_bfloat16_autocast_keeps_losses_in_float32_and_close_to_full_precision()
     assert m_mixed["td_loss"].dtype == torch.float32
     # bfloat16 keeps 8 bits of mantissa: relative error of a few 1e-3 on the logits.
     torch.testing.assert_close(m_mixed["td_loss"], m_full["td_loss"], rtol=2e-2, atol=0)
+
+
+def test_channels_last_learns_like_the_nchw_layout_up_to_float_rounding():
+    """The same Breakout-shaped network, seed and batches in both layouts: only the convolution
+    kernels' summation order differs, so 20 updates give the same losses to float rounding."""
+    spec = EnvSpec("Breakout", True, (4, 84, 84), np.dtype("uint8"), 4, 4)
+    agents = []
+    for layout in ("false", "true"):
+        torch.manual_seed(0)
+        config = resolve(assignments=["agent.lr=1e-3", f"train.channels_last={layout}"])
+        agents.append(build_agent(config, spec, CPU))
+    nchw, nhwc = agents
+    assert nhwc.online.torso.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=g)
+        action = torch.randint(0, 4, (32,), generator=g)
+        reward, discount = torch.rand(32, generator=g), torch.full((32,), 0.99)
+        fixed = Batch(obs, action, reward, discount, obs.flip(0))
+        m_nchw, m_nhwc = nchw.update(fixed), nhwc.update(fixed)
+        torch.testing.assert_close(m_nhwc["td_loss"], m_nchw["td_loss"], rtol=1e-4, atol=1e-6)
+    for a, b in zip(nchw.online.parameters(), nhwc.online.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)

@@ -30,6 +30,20 @@ def test_nature_cnn_has_mnih_2015_shapes_and_scales_frames():
     assert net(frames).shape == (2, 6)
 
 
+def test_channels_last_keeps_kernels_and_scaled_frames_nhwc_with_the_same_values():
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    net = build_network((4, 84, 84), 6, NETWORK, categorical=False)
+    nchw = net.scale(frames)
+    assert torch.equal(nchw, frames.float() / 255.0) and nchw.is_contiguous()
+    net.use_channels_last()
+    nhwc = net.scale(frames)
+    assert torch.equal(nhwc, frames.float() / 255.0)  # the same numbers, another layout
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert net.torso.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    mlp = build_network((8,), 2, NETWORK, categorical=False).use_channels_last()
+    assert mlp.input_format == torch.contiguous_format  # no conv layer: nothing to change
+
+
 def test_ln_puts_a_layernorm_before_every_hidden_relu():
     for shape in [(4, 84, 84), (8,)]:
         net = build_network(shape, 3, resolve(variant="ln").network, categorical=True)
