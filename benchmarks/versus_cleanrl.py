@@ -9,6 +9,8 @@ turns, `--rounds` times, and each keeps its median, so that drift in the machine
 
 CleanRL is not a dependency: DIR holds `dqn_atari.py` and `cleanrl_utils/` from a checkout, and PY
 is a Python with its requirements (gymnasium 0.29, ale-py, opencv, tyro, tensorboard, torch).
+With ale-py 0.9 that Python must import ale_py at start-up to register the Atari ids, e.g. a line
+`import ale_py` in a .pth file of its site-packages (CleanRL's script does not import it).
 """
 
 from __future__ import annotations

@@ -162,11 +162,13 @@ class ReplayBuffer:
 
     def _write_frames(self, envs: np.ndarray, frames: np.ndarray) -> None:
         """Append one frame per env in `envs` (distinct ids) at its write head."""
-        slot = self._pos[envs] % self.stream_len
+        # One flat index per env: numpy copies whole frames for a single index array, but walks
+        # element by element for an (env, slot) pair of them (~10x slower for Atari frames).
+        index = envs * self.stream_len + self._pos[envs] % self.stream_len
         # Overwriting a slot that held a transition retires that transition.
-        self._live[envs] -= (self._flags[envs, slot] & _HAS).astype(np.int64)
-        self._frames[envs, slot] = frames
-        self._flags[envs, slot] = 0
+        self._live[envs] -= (self._flags_flat[index] & _HAS).astype(np.int64)
+        self._frames_flat[index] = frames
+        self._flags_flat[index] = 0
         self._pos[envs] += 1
 
     def _record(
@@ -178,10 +180,10 @@ class ReplayBuffer:
         trunc: np.ndarray,
     ) -> None:
         """Attach a transition to the newest frame of each env (the frame of `obs`)."""
-        slot = (self._pos[envs] - 1) % self.stream_len
-        self._action[envs, slot] = action
-        self._reward[envs, slot] = reward
-        self._flags[envs, slot] = _HAS | (term * _TERM) | (trunc * _TRUNC)
+        index = envs * self.stream_len + (self._pos[envs] - 1) % self.stream_len
+        self._action_flat[index] = action
+        self._reward_flat[index] = reward
+        self._flags_flat[index] = _HAS | (term * _TERM) | (trunc * _TRUNC)
         self._live[envs] += 1
         self._episode[envs] += 1
 
