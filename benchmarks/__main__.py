@@ -38,6 +38,7 @@ def sizes(quick: bool) -> dict[str, int]:
             "train_steps": 600,
             "warmup": 1000,
             "replay_fill": 200_000,
+            "repeats": 50,
         }
     return {
         "env_steps": 10_000,
@@ -45,10 +46,13 @@ def sizes(quick: bool) -> dict[str, int]:
         "train_steps": 3000,
         "warmup": 5000,
         "replay_fill": 1_000_000,
+        "repeats": 200,
     }
 
 
-def run(env: str, device: str, threads: int, quick: bool, envs: list[int]) -> dict:
+def run(
+    env: str, device: str, threads: int, quick: bool, envs: list[int], scaling: bool = False
+) -> dict:
     n = sizes(quick)
     common = [
         f"train.device={device}",
@@ -98,9 +102,19 @@ def run(env: str, device: str, threads: int, quick: bool, envs: list[int]) -> di
     results["replay_filled"] = n["replay_fill"]
     default = figures.resolve(env, "huber", [f"train.device={device}"])
     results["probe_overhead"] = figures.probe_overhead(default, results["train_sps"])
+    for part, value in figures.host_breakdown(config, n["repeats"]).items():
+        results[f"host/{part}"] = value
     for num_envs in envs:  # the same replay ratio: one update per train_interval env steps
         scaled = figures.resolve(env, "huber", [*common, f"env.num_envs={num_envs}"])
         results[f"train_sps/envs={num_envs}"] = figures.train_sps(scaled, n["train_steps"])
+        breakdown = figures.host_breakdown(scaled, n["repeats"])
+        results[f"host_us/envs={num_envs}"] = breakdown["host_us"]
+        results[f"host_ceiling_sps/envs={num_envs}"] = breakdown["host_ceiling_sps"]
+    if scaling:
+        capacities = [10_000, 100_000] if quick else [100_000, 1_000_000]
+        for capacity, gb in figures.memory_by_capacity(config, capacities).items():
+            results[f"replay_resident_gb/capacity={capacity}"] = gb
+        results.update(figures.probe_cost(default, [64, 128, 256, 512], [8, 16, 32, 64]))
     return results
 
 
@@ -148,11 +162,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N,N,...",
         help="also time train_sps with these numbers of vector envs, e.g. 1,4,16,64",
     )
+    p.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also resident memory against replay capacity and probe time against its batches",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
     start = time.perf_counter()
     try:
-        results = run(args.env, args.device, args.threads, args.quick, parse_envs(args.envs))
+        envs = parse_envs(args.envs)
+        results = run(args.env, args.device, args.threads, args.quick, envs, args.scaling)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

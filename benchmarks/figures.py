@@ -172,8 +172,9 @@ def replay_figures(config: Config, capacity: int, transitions: int) -> dict[str,
     }
 
 
-def probe_seconds(config: Config) -> tuple[float, float]:
-    """(seconds of one `measure`, seconds of one `probe_fit_loss`) at the configured sizes."""
+def probe_seconds(config: Config, *, fit: bool = True) -> tuple[float, float]:
+    """(seconds of one `measure`, seconds of one `probe_fit_loss` or 0 without `fit`) at the
+    configured sizes."""
     env, spec, _ = make_env(config.env.id, 1, 0, config.env)
     env.close()
     device = resolve_device(config.train.device)
@@ -184,6 +185,8 @@ def probe_seconds(config: Config) -> tuple[float, float]:
     start = time.perf_counter()
     measure(agent.online, states, **kwargs)
     measured = time.perf_counter() - start
+    if not fit:
+        return measured, 0.0
     start = time.perf_counter()
     probe_fit_loss(agent.online, states, steps=config.probes.fit_steps)
     return measured, time.perf_counter() - start
@@ -203,3 +206,78 @@ def resolve(env: str, loss: str, assignments: list[str], *, variant: str | None 
     """The defaults (or `variant`'s options) with `loss` as the value loss, on `env`."""
     overrides = {"env": {"id": env}, "agent": {"loss": loss}}
     return configs.resolve(variant=variant, overrides=overrides, assignments=assignments)
+
+
+def timed(call, repeats: int) -> float:
+    """Median microseconds of one call, over `repeats` calls after two warm-up calls."""
+    for _ in range(2):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e6
+
+
+def host_breakdown(config: Config, repeats: int) -> dict[str, float]:
+    """Microseconds per agent step of each part of the training loop, each timed alone on the real
+    parts of a warmed-up run: acting (one batched greedy forward over the vector envs), the env
+    step and the replay add, and, once per `train_interval` steps, the replay
+    sample and the update. On a GPU the update runs on the device while the host does the rest, so
+    `host_us` (all but the update) bounds steps/s from above: `host_ceiling_sps` = 1e6 / host_us."""
+    config = replace(config, probes=replace(config.probes, enabled=False))
+    num_envs, a = config.env.num_envs, config.agent
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        trainer = Trainer(config, Path(tmp), None)
+        try:
+            while trainer.step < a.learning_starts + a.batch_size:
+                trainer.iteration()
+            agent, obs, replay = trainer.agent, trainer.obs, trainer.replay
+            actions = agent.act(obs, 0.0)
+            next_obs, rewards, terminated, truncated, _ = trainer.env.step(actions)
+            batch = replay.sample(a.batch_size)
+            parts = {
+                "act": timed(lambda: agent.act(obs, 0.0), repeats) / num_envs,
+                "env_step": timed(lambda: trainer.env.step(actions), repeats) / num_envs,
+                "replay_add": timed(
+                    lambda: replay.add(obs, actions, rewards, next_obs, terminated, truncated),
+                    repeats,
+                )
+                / num_envs,
+                "sample": timed(lambda: replay.sample(a.batch_size), repeats) / a.train_interval,
+                "update": timed(lambda: agent.update(batch), max(repeats // 10, 3))
+                / a.train_interval,
+            }
+        finally:
+            trainer.logger.close()
+            trainer.env.close()
+    parts["host_us"] = sum(v for k, v in parts.items() if k != "update")
+    parts["host_ceiling_sps"] = 1e6 / parts["host_us"]
+    return parts
+
+
+def memory_by_capacity(config: Config, capacities: list[int]) -> dict[int, float]:
+    """Resident GB of a replay buffer filled to each capacity with Atari frames (the largest part
+    of a run's memory; the networks and optimiser add about 30 MB)."""
+    pool = np.random.default_rng(0).integers(0, 256, size=(16, 1, 4, 84, 84), dtype=np.uint8)
+    result = {}
+    for capacity in capacities:
+        before = resident_bytes()
+        buffer = fill_replay(config, capacity, capacity, pool)
+        result[capacity] = (resident_bytes() - before) / 1e9
+        del buffer
+    return result
+
+
+def probe_cost(config: Config, batches: list[int], ntk_batches: list[int]) -> dict[str, float]:
+    """Seconds of one probe measurement per probe batch (NTK at the configured size), and per NTK
+    batch (probe batch as configured)."""
+    result = {}
+    for size in batches:
+        sized = replace(config, probes=replace(config.probes, batch_size=size))
+        result[f"probe_s/batch={size}"] = probe_seconds(sized, fit=False)[0]
+    for size in ntk_batches:
+        sized = replace(config, probes=replace(config.probes, ntk_batch=size))
+        result[f"probe_s/ntk={size}"] = probe_seconds(sized, fit=False)[0]
+    return result

@@ -45,3 +45,26 @@ def test_the_table_marks_targets_met_and_missed():
         "replay_filled": 10,
     }
     assert "loop_efficiency" in table(results) and ">= 0.9  ok" in table(results)
+
+
+def test_host_breakdown_adds_the_host_parts_and_bounds_steps_per_second():
+    config = configs.resolve(preset="classic", assignments=["agent.learning_starts=200"])
+    parts = figures.host_breakdown(config, repeats=5)
+    host = ["act", "env_step", "replay_add", "sample"]
+    assert set(parts) == {*host, "update", "host_us", "host_ceiling_sps"}
+    assert all(parts[k] > 0 for k in host + ["update"])
+    assert parts["host_us"] == sum(parts[k] for k in host)  # the update runs on the device
+    assert parts["host_ceiling_sps"] == 1e6 / parts["host_us"]
+
+
+def test_replay_memory_grows_by_one_frame_per_transition_of_capacity():
+    gb = figures.memory_by_capacity(configs.resolve(), [12_000, 36_000])
+    # 7,065 bytes per slot (an 84x84 frame and 9 bytes of action, reward and flags): 24,000 more
+    # slots add 0.170 GB.
+    assert 0.16 <= gb[36_000] - gb[12_000] <= 0.18
+
+
+def test_probe_cost_is_timed_per_probe_batch_and_per_ntk_batch():
+    cost = figures.probe_cost(configs.resolve(preset="classic"), [16, 32], [4])
+    assert set(cost) == {"probe_s/batch=16", "probe_s/batch=32", "probe_s/ntk=4"}
+    assert all(v > 0 for v in cost.values())
