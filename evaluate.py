@@ -31,7 +31,10 @@ def evaluate(
     checkpoint_file = find_checkpoint(path)
     checkpoint = load_checkpoint(checkpoint_file)
     config = configs.from_dict(checkpoint["config"])
-    env, spec, obs = make_env(config.env.id, min(num_envs, episodes), seed, config.env)
+    step = int(checkpoint["step"])  # continual MinAtar: the game trained then
+    env, spec, obs = make_env(
+        config.env.id, min(num_envs, episodes), seed, config.env, step=step, switching=False
+    )
     try:
         agent = agent_from_checkpoint(checkpoint, config, spec, device=resolve_device(device))
         agent.online.eval()
@@ -51,7 +54,7 @@ def evaluate(
         "checkpoint": str(checkpoint_file),
         "env": spec.name,
         "variant": config.variant,
-        "step": int(checkpoint["step"]),
+        "step": step,
         "epsilon": epsilon,
         "returns": scores,
         "lengths": [g.length for g in games],

@@ -114,7 +114,9 @@ class Trainer:
         seed = derived_seed(c.train.seed, self.step)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        self.env, spec, self.obs = make_env(c.env.id, c.env.num_envs, seed, c.env)
+        self.env, spec, self.obs = make_env(
+            c.env.id, c.env.num_envs, seed, c.env, step=self.step
+        )
         self.stepper = AsyncStepper(self.env)
         self.tracker = EpisodeTracker(
             c.env.num_envs, life_loss_terminal=c.env.terminal_on_life_loss
@@ -236,9 +238,13 @@ class Trainer:
         self.obs = next_obs
         self.step += int(valid.sum())
         self.updates_owed += int(valid.sum()) / self.config.agent.train_interval
+        games = info.get("game")  # continual MinAtar names each row's game
         for episode in finished:
             self.logger.scalar("charts/episodic_return", episode.score, self.step)
             self.logger.scalar("charts/episodic_length", episode.length, self.step)
+            if games is not None:
+                game = games[episode.env_index]
+                self.logger.scalar(f"charts/episodic_return/{game}", episode.score, self.step)
             self.last_score = episode.score
 
     def learn(self) -> None:

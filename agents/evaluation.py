@@ -28,10 +28,13 @@ def evaluation_seed(seed: int, step: int) -> int:
     return derived_seed(seed, step, 1)
 
 
-def play(agent: DQNAgent, config: Config, *, seed: int) -> list[float]:
-    """Raw scores of `eval.episodes` games played at eval_epsilon on a fresh env."""
+def play(agent: DQNAgent, config: Config, *, seed: int, step: int) -> list[float]:
+    """Raw scores of `eval.episodes` games played at eval_epsilon on a fresh env (continual
+    MinAtar: the game trained at `step`)."""
     e = config.eval
-    env, _, obs = make_env(config.env.id, min(e.num_envs, e.episodes), seed, config.env)
+    env, _, obs = make_env(
+        config.env.id, min(e.num_envs, e.episodes), seed, config.env, step=step, switching=False
+    )
     rng = np.random.default_rng(seed)
     epsilon = config.agent.eval_epsilon
     try:
@@ -66,7 +69,8 @@ class Evaluator:
         Returns:
             `episodic_return` (mean raw score) and `best_return`, for the eval/ tags.
         """
-        scores = play(agent, self.config, seed=evaluation_seed(self.config.train.seed, step))
+        seed = evaluation_seed(self.config.train.seed, step)
+        scores = play(agent, self.config, seed=seed, step=step)
         mean = statistics.fmean(scores)
         if self.best_return is None or mean > self.best_return:
             self.best_return = mean

@@ -339,6 +339,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "env.frame_stack": (at_least(1), ">= 1"),
     "env.noop_max": (at_least(0), ">= 0"),
     "env.max_episode_frames": (at_least(1), ">= 1"),
+    "env.switch_every": (at_least(0), ">= 0 agent steps per game (0: one game, no switching)"),
     "train.total_steps": (at_least(1), "a number of steps > 0"),
     "train.seed": (within(0, 2**32 - 1), "a seed from 0 to 2**32 - 1"),
     "train.checkpoint_interval": (at_least(1), ">= 1"),

@@ -36,6 +36,9 @@ class EnvConfig:
     """Press FIRE after a reset in games that need it."""
     clip_rewards: bool
     """Clip the rewards the agent learns from to [-1, 1]; logged returns are always raw scores."""
+    switch_every: int
+    """Continual MinAtar (`--env` lists several games): agent steps each game is played before the
+    next one's turn, cycling through the list; 0 (one game) never switches."""
 
 
 @dataclass(frozen=True)

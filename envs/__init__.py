@@ -1,4 +1,4 @@
-"""Environments: `make_env` builds an Atari (ale-py) or classic-control vector env."""
+"""Environments: `make_env` builds an Atari (ale-py), MinAtar or classic-control vector env."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from configs.schema import EnvConfig
 from envs.atari import atari_rom, make_atari, suggest
 from envs.classic import CLASSIC_IDS, make_classic
 from envs.episodes import Episode, EpisodeTracker, clip_rewards, play_episodes
+from envs.minatar import MinAtarVectorEnv, check_schedule, is_minatar, minatar_games, run_name
 from envs.scores import human_normalized
 from envs.stepper import AsyncStepper
 
@@ -34,7 +35,8 @@ class EnvSpec:
     """What the rest of the suite needs to know about an environment."""
 
     name: str
-    """ale-py ROM id (`pong`) for Atari, the gymnasium id otherwise."""
+    """ale-py ROM id (`pong`) for Atari, `minatar_breakout` for MinAtar, the gymnasium id
+    otherwise."""
     is_atari: bool
     obs_shape: tuple[int, ...]
     obs_dtype: np.dtype
@@ -50,8 +52,11 @@ def derived_seed(*entropy: int) -> int:
 
 
 def resolve_env_id(env_id: str) -> tuple[str, bool]:
-    """(`pong`, True) for any spelling of an Atari game, (`CartPole-v1`, False) for classic control;
+    """(`pong`, True) for any spelling of an Atari game, (`minatar_breakout`, False) for MinAtar
+    (`minatar_space_invaders-asterix` for a sequence), (`CartPole-v1`, False) for classic control;
     a UserError naming the closest valid ids otherwise."""
+    if is_minatar(env_id):
+        return run_name(minatar_games(env_id)), False
     rom = atari_rom(env_id)
     if rom is not None:
         return rom, True
@@ -61,9 +66,19 @@ def resolve_env_id(env_id: str) -> tuple[str, bool]:
 
 
 def make_env(
-    env_id: str, num_envs: int, seed: int, config: EnvConfig
+    env_id: str,
+    num_envs: int,
+    seed: int,
+    config: EnvConfig,
+    *,
+    step: int = 0,
+    switching: bool = True,
 ) -> tuple[gym.vector.VectorEnv, EnvSpec, np.ndarray]:
     """Build a seeded vector env.
+
+    Args:
+        step: agent steps already taken: continual MinAtar starts on the game due then.
+        switching: False keeps continual MinAtar on that game for good (evaluation phases).
 
     Returns:
         env: the vector env (next-step autoreset, raw rewards).
@@ -71,7 +86,14 @@ def make_env(
         obs: the first observations, [num_envs, *obs_shape].
     """
     name, is_atari = resolve_env_id(env_id)
-    env = make_atari(name, num_envs, config) if is_atari else make_classic(name, num_envs)
+    if is_minatar(env_id):
+        games = minatar_games(env_id)
+        check_schedule(games, config.switch_every)
+        env = MinAtarVectorEnv(games, num_envs, config, step=step, switching=switching)
+    elif is_atari:
+        env = make_atari(name, num_envs, config)
+    else:
+        env = make_classic(name, num_envs)
     obs, _ = env.reset(seed=seed)
     env.action_space.seed(seed)
     if not isinstance(env.single_action_space, gym.spaces.Discrete):

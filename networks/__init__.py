@@ -19,13 +19,14 @@ from networks.heads import (
     make_support,
 )
 from networks.noisy import NoiseSampler, NoisyLinear
-from networks.torsos import MLP, NatureCNN, layer_norm
+from networks.torsos import MLP, MinAtarCNN, NatureCNN, layer_norm
 
 __all__ = [
     "CategoricalDuelingHead",
     "CategoricalHead",
     "DuelingHead",
     "MLP",
+    "MinAtarCNN",
     "NatureCNN",
     "NoiseSampler",
     "NoisyLinear",
@@ -73,13 +74,16 @@ class QNetwork(nn.Module):
 def build_network(
     obs_shape: Sequence[int], num_actions: int, config: NetworkConfig, *, categorical: bool
 ) -> QNetwork:
-    """Nature CNN for image stacks ([C, H, W]), MLP for vectors; scalar or categorical head,
-    plain or dueling, with plain or noisy linear layers (the torso is the same for all)."""
+    """Nature CNN for image stacks ([C, H, W]), MinAtar's CNN for maps too small for it (MinAtar's
+    10x10), MLP for vectors; scalar or categorical head, plain or dueling, with plain or noisy
+    linear layers (the torso is the same for all)."""
     norm = layer_norm if config.layer_norm else None
-    if len(obs_shape) == 3:
+    if len(obs_shape) == 1:
+        torso = MLP(int(obs_shape[0]), hidden=config.mlp_hidden, norm=norm)
+    elif min(obs_shape[1:]) >= NatureCNN.MIN_SIDE:
         torso = NatureCNN(obs_shape, hidden=config.cnn_hidden, norm=norm)
     else:
-        torso = MLP(int(obs_shape[0]), hidden=config.mlp_hidden, norm=norm)
+        torso = MinAtarCNN(obs_shape, norm=norm)
     support = make_support(config.v_min, config.v_max, config.num_atoms) if categorical else None
     head = make_head(
         torso.out_features, num_actions, support, dueling=config.dueling, linear=head_linear(config)

@@ -30,13 +30,21 @@ def conv_out(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
 
 
-class NatureCNN(nn.Sequential):
-    """Mnih et al. (2015): conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then a fully connected layer."""
+class ConvTorso(nn.Sequential):
+    """Conv layers given as (out channels, kernel, stride), then one fully connected layer; each
+    layer a hidden block. Layers are named conv1, conv2, ..., flatten, fc."""
 
-    def __init__(self, in_shape: Sequence[int], *, hidden: int = 512, norm: Norm = None) -> None:
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        convs: Sequence[tuple[int, int, int]],
+        *,
+        hidden: int,
+        norm: Norm = None,
+    ) -> None:
         channels, height, width = in_shape
         layers: list = []
-        for index, (out, kernel, stride) in enumerate([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 1):
+        for index, (out, kernel, stride) in enumerate(convs, 1):
             height, width = conv_out(height, kernel, stride), conv_out(width, kernel, stride)
             conv = nn.Conv2d(channels, out, kernel, stride)
             layers += hidden_block(f"conv{index}", conv, (out, height, width), norm)
@@ -45,6 +53,26 @@ class NatureCNN(nn.Sequential):
         layers += hidden_block("fc", nn.Linear(channels * height * width, hidden), (hidden,), norm)
         super().__init__(OrderedDict(layers))
         self.out_features = hidden
+
+
+class NatureCNN(ConvTorso):
+    """Mnih et al. (2015): conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then a fully connected layer."""
+
+    CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+    MIN_SIDE = 36
+    """The smallest frame side its convolutions fit: 36 -> 8 -> 3 -> 1."""
+
+    def __init__(self, in_shape: Sequence[int], *, hidden: int = 512, norm: Norm = None) -> None:
+        super().__init__(in_shape, self.CONVS, hidden=hidden, norm=norm)
+
+
+class MinAtarCNN(ConvTorso):
+    """Young & Tian (2019), MinAtar's DQN network for its 10x10xC maps: one conv 16x3x3/1 and a
+    fully connected layer of 128, a quarter of Nature DQN's widths (examples/dqn.py in
+    kenjyoung/MinAtar)."""
+
+    def __init__(self, in_shape: Sequence[int], *, hidden: int = 128, norm: Norm = None) -> None:
+        super().__init__(in_shape, ((16, 3, 1),), hidden=hidden, norm=norm)
 
 
 class MLP(nn.Sequential):
