@@ -61,6 +61,7 @@ def run(
         "replay.capacity=1000000",
     ]
     config = figures.resolve(env, "huber", common)
+    device_is_cpu = figures.resolve_device(device).type == "cpu"
     if threads:
         torch.set_num_threads(threads)
     results: dict = {
@@ -75,11 +76,15 @@ def run(
             "quick": quick,
             "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_conv_kernels": figures.onednn_kernels() if device_is_cpu else {},
         }
     }
     results["env_sps_raw"] = figures.env_sps_raw(config, n["env_steps"])
     head_configs = {head: figures.resolve(env, head, common) for head in HEADS}
     head_configs["rainbow"] = figures.resolve(env, "c51", common, variant="rainbow")
+    head_configs["amp"] = figures.resolve(env, "huber", [*common, "train.amp=true"])
+    head_configs["nchw"] = figures.resolve(env, "huber", [*common, "train.channels_last=false"])
     ups = figures.learner_ups_raw(head_configs, n["updates"])
     for head in HEADS:
         results[f"learner_ups_raw/{head}"] = ups[head]
@@ -93,6 +98,11 @@ def run(
     results["distributional_learner_cost"] = results["learner_ups_raw"] / slowest - 1
     results["learner_ups_raw/rainbow"] = ups["rainbow"]
     results["rainbow_learner_cost"] = results["learner_ups_raw"] / ups["rainbow"] - 1
+    # The layouts and precisions side by side (the default is NHWC fp32): which kernels ran is in
+    # the conditions, since bf16 only pays where the CPU multiplies bf16 natively.
+    results["learner_ups_raw/nchw"] = ups["nchw"]
+    results["learner_ups_raw/amp"] = ups["amp"]
+    results["amp_speedup"] = ups["amp"] / results["learner_ups_raw"]
     results.update(figures.replay_figures(config, config.replay.capacity, n["replay_fill"]))
     per = figures.resolve(env, "huber", common, variant="per")
     per_figures = figures.replay_figures(per, config.replay.capacity, n["replay_fill"])
@@ -142,6 +152,9 @@ def table(results: dict) -> str:
         f"loop_efficiency bound: {results['loop_bound']} "
         "(min of env_sps_raw and train_interval x learner_ups_raw)"
     )
+    if c.get("onednn_conv_kernels"):
+        kernels = ", ".join(f"{k}: {v}" for k, v in c["onednn_conv_kernels"].items())
+        lines.append(f"CPU dispatch {c['cpu_capability']}; oneDNN convolutions: {kernels}")
     lines.append(
         f"replay figures from a 1M-capacity buffer holding {results['replay_filled']:,} transitions"
     )

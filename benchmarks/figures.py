@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -281,3 +284,31 @@ def probe_cost(config: Config, batches: list[int], ntk_batches: list[int]) -> di
         sized = replace(config, probes=replace(config.probes, ntk_batch=size))
         result[f"probe_s/ntk={size}"] = probe_seconds(sized, fit=False)[0]
     return result
+
+
+KERNEL_PROBE = """
+import torch
+x = torch.randn(32, 4, 84, 84).contiguous(memory_format=torch.channels_last)
+conv = torch.nn.Conv2d(4, 32, 8, 4).to(memory_format=torch.channels_last)
+conv(x)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    conv(x)
+"""
+
+
+def onednn_kernels() -> dict[str, str]:
+    """The oneDNN implementation that runs the first Nature-CNN convolution in float32 and under
+    bfloat16 autocast on this CPU, e.g. `brg_conv_fwd:avx512_core_bf16` (native bf16 dot products)
+    or `brg_conv_fwd:avx512_core_amx` (AMX tiles); a CPU without either emulates bf16 in fp32.
+    Read from oneDNN's verbose log of a fresh interpreter (the flag is read at start-up)."""
+    env = {**os.environ, "ONEDNN_VERBOSE": "1"}
+    log = subprocess.run(
+        [sys.executable, "-c", KERNEL_PROBE], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    kernels = {}
+    for line in log.splitlines():
+        fields = line.split(",")  # ..., exec, cpu, convolution, implementation, prop, "src:f32:..."
+        if fields[3:6] == ["exec", "cpu", "convolution"]:
+            source_type = fields[8].split()[0].split(":")[1]  # f32 or bf16
+            kernels["fp32" if source_type == "f32" else source_type] = fields[6]
+    return kernels

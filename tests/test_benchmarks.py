@@ -68,3 +68,9 @@ def test_probe_cost_is_timed_per_probe_batch_and_per_ntk_batch():
     cost = figures.probe_cost(configs.resolve(preset="classic"), [16, 32], [4])
     assert set(cost) == {"probe_s/batch=16", "probe_s/batch=32", "probe_s/ntk=4"}
     assert all(v > 0 for v in cost.values())
+
+
+def test_the_convolution_kernels_that_ran_are_named_per_precision():
+    kernels = figures.onednn_kernels()
+    # oneDNN names an implementation and its ISA, e.g. brg_conv_fwd:avx512_core_bf16.
+    assert set(kernels) == {"fp32", "bf16"} and all(kernels.values())
