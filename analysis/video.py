@@ -20,6 +20,7 @@ from agents import (
 from analysis.extras import INSTALL, VIDEO_MODULES, require
 from configs.errors import UserError
 from envs import make_env, play_episodes
+from envs.minatar import is_minatar
 from envs.video import ClipFull, Recorder, Screen, atari_screen, classic_screen
 
 EVAL_SEED = 10_000
@@ -52,6 +53,11 @@ def record_run(
     checkpoint_file = find_checkpoint(path)
     checkpoint = load_checkpoint(checkpoint_file)
     config = configs.from_dict(checkpoint["config"])
+    if is_minatar(config.env.id):
+        raise UserError(
+            f"--video records the screen of Atari and classic-control games; {config.env.id} is "
+            "MinAtar, whose 10x10 maps have no screen to record here. Leave out --video."
+        )
     env, spec, obs = make_env(config.env.id, 1, seed, config.env)
     screen = atari_screen(spec.name, config.env) if spec.is_atari else classic_screen(spec.name)
     try:
