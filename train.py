@@ -29,6 +29,7 @@ import configs
 from agents import (
     DQNAgent,
     build_agent,
+    build_interventions,
     list_checkpoints,
     resolve_device,
     save_checkpoint,
@@ -132,8 +133,10 @@ class Trainer:
             seed=seed,
         )
         self.agent: DQNAgent = build_agent(c, spec, resolve_device(c.train.device))
+        self.interventions = build_interventions(self.agent, c)
         refill = 0
         if checkpoint:
+            self.interventions.restore(checkpoint["agent"]["online"])
             self.agent.load_state_dict(checkpoint["agent"])
             if "replay" in checkpoint:
                 self.replay.load_state_dict(checkpoint["replay"])
@@ -256,6 +259,8 @@ class Trainer:
         while self.updates_owed >= 1.0:
             batch = self.replay.sample(a.batch_size)
             self.metrics = self.agent.update(batch)
+            events = self.interventions.after_update(self.agent.updates, batch.obs)
+            self.logger.scalars("interventions/", events, self.step)
             self.replay.update_priorities(batch.index, self.agent.priorities)  # no-op if uniform
             self.updates_owed -= 1.0
         if self.boundary_ahead():
@@ -304,6 +309,8 @@ class Trainer:
             values = {k: float(v) for k, v in self.metrics.items()}
             self.logger.scalar("losses/td_loss", values.pop("td_loss"), self.step)
             self.logger.scalar("losses/q_values", values.pop("q_values"), self.step)
+            tagged = [k for k in values if k.startswith("interventions/")]  # e.g. regen's
+            self.logger.scalars("", {k: values.pop(k) for k in tagged}, self.step)
             self.logger.scalars("plasticity/", values, self.step)
         score = "-" if self.last_score is None else f"{self.last_score:g}"
         bar.set_postfix_str(f"sps={sps:.0f} return={score}", refresh=False)

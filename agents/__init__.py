@@ -1,6 +1,11 @@
 """Agents: the DQN learning rule, value losses and targets, checkpoints."""
 
-from agents.build import agent_from_checkpoint, build_agent, resolve_device
+from agents.build import (
+    agent_from_checkpoint,
+    build_agent,
+    build_interventions,
+    resolve_device,
+)
 from agents.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from agents.dqn import DQNAgent, linear_epsilon, make_optimizer
 from agents.losses import is_categorical, make_loss
@@ -9,6 +14,7 @@ __all__ = [
     "DQNAgent",
     "agent_from_checkpoint",
     "build_agent",
+    "build_interventions",
     "find_checkpoint",
     "is_categorical",
     "linear_epsilon",

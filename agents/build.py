@@ -9,6 +9,7 @@ from agents.losses import is_categorical
 from configs.errors import UserError
 from configs.schema import Config
 from envs import EnvSpec
+from interventions import Interventions
 from networks import build_network
 
 
@@ -50,6 +51,7 @@ def agent_from_checkpoint(
     checkpoint's weights, for acting and probing."""
     agent = build_agent(config, spec, device)
     try:
+        build_interventions(agent, config).restore(checkpoint["agent"]["online"])
         agent.online.load_state_dict(checkpoint["agent"]["online"])
     except (KeyError, RuntimeError) as error:
         reason = str(error).splitlines()[0]
@@ -57,3 +59,15 @@ def agent_from_checkpoint(
             f"The checkpoint's network does not fit the network its config builds: {reason}"
         ) from None
     return agent
+
+
+def build_interventions(agent: DQNAgent, config: Config) -> Interventions:
+    """The run's scheduled interventions on the online network and its optimiser; the target
+    network mirrors an injected head, so that target syncs and checkpoints keep working."""
+    return Interventions(
+        config.interventions,
+        agent.online,
+        agent.optimizer,
+        seed=config.train.seed,
+        mirrors=[agent.target],
+    )

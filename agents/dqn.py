@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from agents.checkpoint import NonFiniteError
 from agents.losses import Metrics, make_loss
 from configs.schema import AgentConfig
+from interventions.regen import anchors, regen_penalty
 from networks import NoiseSampler, QNetwork
 from replay import Batch
 
@@ -80,6 +81,9 @@ class DQNAgent:
         """Per-sample priorities of the latest update (on the device), for a prioritized replay."""
         self.optimizer = make_optimizer(self.online, config)
         self.penalized = regularized(self.online, config.regularize) if config.l2 > 0 else []
+        # Regenerative regularisation pulls the same parameters toward their initial values.
+        self.anchored = regularized(self.online, config.regularize) if config.regen > 0 else []
+        self.anchors = anchors(self.anchored)
         self.rng = np.random.default_rng(seed)
         self.updates = 0
         # The latest TD loss, or the first non-finite one, kept on the device: updates never sync
@@ -142,6 +146,10 @@ class DQNAgent:
         loss = (batch.weight * per_sample).mean()  # importance-sampling weights; 1 when uniform
         if self.penalized:
             loss = loss + self.config.l2 * sum(p.square().sum() for p in self.penalized)
+        if self.anchored:
+            distance = regen_penalty(self.anchored, self.anchors)
+            loss = loss + self.config.regen * distance
+            metrics = {**metrics, "interventions/regen": distance}
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = self.gradient_norm()
@@ -204,6 +212,7 @@ class DQNAgent:
             "optimizer": self.optimizer.state_dict(),
             "updates": self.updates,
             "rng": self.rng.bit_generator.state,
+            "anchors": self.anchors,  # regen's initial parameters ([] without regen)
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -212,3 +221,5 @@ class DQNAgent:
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = int(state["updates"])
         self.rng.bit_generator.state = state["rng"]
+        for anchor, saved in zip(self.anchors, state.get("anchors", []), strict=False):
+            anchor.copy_(saved)

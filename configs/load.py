@@ -325,6 +325,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "agent.eval_epsilon": (within(0, 1), "a value in [0, 1]"),
     "agent.weight_decay": (at_least(0), "a coefficient >= 0"),
     "agent.l2": (at_least(0), "a coefficient >= 0"),
+    "agent.regen": (at_least(0), "a coefficient >= 0"),
     "agent.max_grad_norm": (at_least(0), ">= 0 (0 is off)"),
     "agent.sigma_ratio": (lambda v: v > 0, "a ratio > 0"),
     "network.noisy_sigma0": (at_least(0), "a noise scale >= 0"),
@@ -354,6 +355,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "probes.batch_size": (at_least(2), ">= 2 states"),
     "probes.refresh_interval": (at_least(1), ">= 1"),
     "probes.fit_steps": (at_least(1), ">= 1"),
+    "interventions.redo.interval": (at_least(1), ">= 1 update"),
+    "interventions.redo.tau": (at_least(0), "a threshold >= 0 (0: dead units only)"),
+    "interventions.shrink_perturb.interval": (at_least(1), ">= 1 update"),
+    "interventions.reset_head.interval": (at_least(1), ">= 1 update"),
+    "interventions.reset_head.layers": (at_least(1), ">= 1 layer"),
+    "interventions.inject.at": (at_least(1), ">= 1 update"),
 }
 """Per-key bounds: (predicate, what the key accepts)."""
 
@@ -407,6 +414,12 @@ def joint_rules(c: Config) -> list[tuple[bool, str, str]]:
             c.probes.ntk_batch <= c.probes.batch_size and c.probes.ntk_batch >= 0,
             "probes.ntk_batch",
             f"0 (off) up to probes.batch_size ({c.probes.batch_size})",
+        ),
+        (
+            not (c.interventions.inject.enabled and c.network.noisy),
+            "interventions.inject.enabled",
+            "a network without noisy layers (the fresh head and its frozen copy would draw "
+            "different noise, so injection would change the output): drop inject or noisy",
         ),
     ]
 

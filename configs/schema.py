@@ -62,6 +62,9 @@ class NetworkConfig:
     """Factorised Gaussian noisy linear layers in the head (Fortunato et al. 2018)."""
     noisy_sigma0: float
     """Initial noise scale sigma_0: each sigma starts at sigma_0 / sqrt(fan_in)."""
+    nonlinearity: Literal["relu", "crelu"]
+    """Hidden nonlinearity: `relu`, or `crelu` = [relu(z), relu(-z)] with every hidden width
+    scaled by 1/sqrt(2), which keeps the parameter count close to ReLU's (Abbas et al. 2023)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ class AgentConfig:
     """Decoupled weight decay (AdamW); 0 gives plain Adam."""
     l2: float
     """Coupled L2 penalty coefficient: loss += l2 * sum of squared parameters."""
+    regen: float
+    """Regenerative regularisation: loss += regen * sum of squared distances of the parameters
+    from their initial values (L2 Init, Kumar et al. 2023); 0 is off."""
     regularize: Literal["weights", "all"]
     """Parameters that L2 and weight decay cover: `weights` (matrices and kernels) or `all`."""
     max_grad_norm: float
@@ -178,6 +184,56 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RedoConfig:
+    enabled: bool
+    """Recycle dormant units (the `redo` option)."""
+    interval: int
+    """Optimiser updates between ReDo recycles of the dormant units."""
+    tau: float
+    """Units with ReDo score <= tau are recycled."""
+
+
+@dataclass(frozen=True)
+class ShrinkPerturbConfig:
+    enabled: bool
+    """Shrink and perturb the parameters (the `shrink_perturb` option)."""
+    interval: int
+    """Optimiser updates between shrink-and-perturb steps."""
+    shrink: float
+    """lambda in theta <- lambda theta + sigma theta_fresh."""
+    perturb: float
+    """sigma: the weight of a new initialisation theta_fresh."""
+
+
+@dataclass(frozen=True)
+class ResetHeadConfig:
+    enabled: bool
+    """Reset the last layers periodically (the `reset_head` option)."""
+    interval: int
+    """Optimiser updates between resets of the last layers."""
+    layers: int
+    """Layers reset, counted from the output (the head, dueling or not, is one layer)."""
+
+
+@dataclass(frozen=True)
+class InjectConfig:
+    enabled: bool
+    """Inject plasticity once (the `inject` option)."""
+    at: int
+    """Optimiser update after which the head is frozen and a fresh one injected."""
+
+
+@dataclass(frozen=True)
+class InterventionConfig:
+    """Mid-training changes to the network and its optimiser state (interventions/)."""
+
+    redo: RedoConfig
+    shrink_perturb: ShrinkPerturbConfig
+    reset_head: ResetHeadConfig
+    inject: InjectConfig
+
+
+@dataclass(frozen=True)
 class Config:
     variant: str
     """The options merged into this config, joined by `+` (`dqn` for the baseline)."""
@@ -188,3 +244,4 @@ class Config:
     train: TrainConfig
     probes: ProbeConfig
     eval: EvalConfig
+    interventions: InterventionConfig

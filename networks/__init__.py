@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from configs.schema import NetworkConfig
+from networks.activations import CRELU_WIDTH, CReLU
 from networks.heads import (
     CategoricalDuelingHead,
     CategoricalHead,
@@ -22,6 +23,7 @@ from networks.noisy import NoiseSampler, NoisyLinear
 from networks.torsos import MLP, MinAtarCNN, NatureCNN, layer_norm
 
 __all__ = [
+    "CReLU",
     "CategoricalDuelingHead",
     "CategoricalHead",
     "DuelingHead",
@@ -77,18 +79,27 @@ def build_network(
     """Nature CNN for image stacks ([C, H, W]), MinAtar's CNN for maps too small for it (MinAtar's
     10x10), MLP for vectors; scalar or categorical head, plain or dueling, with plain or noisy
     linear layers (the torso is the same for all)."""
-    norm = layer_norm if config.layer_norm else None
+    options = torso_options(config)
     if len(obs_shape) == 1:
-        torso = MLP(int(obs_shape[0]), hidden=config.mlp_hidden, norm=norm)
+        torso = MLP(int(obs_shape[0]), hidden=config.mlp_hidden, **options)
     elif min(obs_shape[1:]) >= NatureCNN.MIN_SIDE:
-        torso = NatureCNN(obs_shape, hidden=config.cnn_hidden, norm=norm)
+        torso = NatureCNN(obs_shape, hidden=config.cnn_hidden, **options)
     else:
-        torso = MinAtarCNN(obs_shape, norm=norm)
+        torso = MinAtarCNN(obs_shape, **options)
     support = make_support(config.v_min, config.v_max, config.num_atoms) if categorical else None
     head = make_head(
         torso.out_features, num_actions, support, dueling=config.dueling, linear=head_linear(config)
     )
     return QNetwork(torso, head)
+
+
+def torso_options(config: NetworkConfig) -> dict:
+    """The torso's normalisation, hidden nonlinearity and width scale (CReLU: 1/√2, so the
+    parameter count stays close to ReLU's; networks.activations.CRELU_WIDTH)."""
+    options: dict = {"norm": layer_norm if config.layer_norm else None}
+    if config.nonlinearity == "crelu":
+        options.update(act=CReLU, scale=CRELU_WIDTH)
+    return options
 
 
 def head_linear(config: NetworkConfig) -> Linear:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from networks.activations import expansion
+
 Norm = Callable[[Sequence[int]], nn.Module] | None
 """Builds a normalisation layer for activations of the given per-sample shape; None for none."""
 
@@ -17,12 +19,19 @@ def layer_norm(shape: Sequence[int]) -> nn.Module:
     return nn.LayerNorm(list(shape))
 
 
-def hidden_block(name: str, layer: nn.Module, out_shape: Sequence[int], norm: Norm) -> list:
-    """[(name, layer), (norm_name, norm)?, (relu_name, ReLU)]: normalise, then the ReLU."""
+def hidden_block(
+    name: str,
+    layer: nn.Module,
+    out_shape: Sequence[int],
+    norm: Norm,
+    act: type[nn.Module] = nn.ReLU,
+) -> list:
+    """[(name, layer), (norm_name, norm)?, (relu_name, ReLU)]: normalise, then the nonlinearity
+    (`act`, named after its class: relu_fc1, crelu_fc1)."""
     block = [(name, layer)]
     if norm is not None:
         block.append((f"norm_{name}", norm(out_shape)))
-    block.append((f"relu_{name}", nn.ReLU()))
+    block.append((f"{act.__name__.lower()}_{name}", act()))
     return block
 
 
@@ -32,7 +41,8 @@ def conv_out(size: int, kernel: int, stride: int) -> int:
 
 class ConvTorso(nn.Sequential):
     """Conv layers given as (out channels, kernel, stride), then one fully connected layer; each
-    layer a hidden block. Layers are named conv1, conv2, ..., flatten, fc."""
+    layer a hidden block. Layers are named conv1, conv2, ..., flatten, fc. `act` is the hidden
+    nonlinearity and `scale` multiplies every width (channels and `hidden`), e.g. for CReLU."""
 
     def __init__(
         self,
@@ -41,18 +51,23 @@ class ConvTorso(nn.Sequential):
         *,
         hidden: int,
         norm: Norm = None,
+        act: type[nn.Module] = nn.ReLU,
+        scale: float = 1.0,
     ) -> None:
         channels, height, width = in_shape
         layers: list = []
         for index, (out, kernel, stride) in enumerate(convs, 1):
             height, width = conv_out(height, kernel, stride), conv_out(width, kernel, stride)
+            out = round(out * scale)
             conv = nn.Conv2d(channels, out, kernel, stride)
-            layers += hidden_block(f"conv{index}", conv, (out, height, width), norm)
-            channels = out
+            layers += hidden_block(f"conv{index}", conv, (out, height, width), norm, act)
+            channels = out * expansion(act)
         layers.append(("flatten", nn.Flatten()))
-        layers += hidden_block("fc", nn.Linear(channels * height * width, hidden), (hidden,), norm)
+        hidden = round(hidden * scale)
+        fc = nn.Linear(channels * height * width, hidden)
+        layers += hidden_block("fc", fc, (hidden,), norm, act)
         super().__init__(OrderedDict(layers))
-        self.out_features = hidden
+        self.out_features = hidden * expansion(act)
 
 
 class NatureCNN(ConvTorso):
@@ -62,8 +77,8 @@ class NatureCNN(ConvTorso):
     MIN_SIDE = 36
     """The smallest frame side its convolutions fit: 36 -> 8 -> 3 -> 1."""
 
-    def __init__(self, in_shape: Sequence[int], *, hidden: int = 512, norm: Norm = None) -> None:
-        super().__init__(in_shape, self.CONVS, hidden=hidden, norm=norm)
+    def __init__(self, in_shape: Sequence[int], *, hidden: int = 512, **options) -> None:
+        super().__init__(in_shape, self.CONVS, hidden=hidden, **options)
 
 
 class MinAtarCNN(ConvTorso):
@@ -71,17 +86,27 @@ class MinAtarCNN(ConvTorso):
     fully connected layer of 128, a quarter of Nature DQN's widths (examples/dqn.py in
     kenjyoung/MinAtar)."""
 
-    def __init__(self, in_shape: Sequence[int], *, hidden: int = 128, norm: Norm = None) -> None:
-        super().__init__(in_shape, ((16, 3, 1),), hidden=hidden, norm=norm)
+    def __init__(self, in_shape: Sequence[int], *, hidden: int = 128, **options) -> None:
+        super().__init__(in_shape, ((16, 3, 1),), hidden=hidden, **options)
 
 
 class MLP(nn.Sequential):
-    """Fully connected ReLU layers for vector observations."""
+    """Fully connected layers for vector observations; `act` and `scale` as in ConvTorso."""
 
-    def __init__(self, in_features: int, *, hidden: Sequence[int], norm: Norm = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        *,
+        hidden: Sequence[int],
+        norm: Norm = None,
+        act: type[nn.Module] = nn.ReLU,
+        scale: float = 1.0,
+    ) -> None:
         layers: list = []
         for index, width in enumerate(hidden, 1):
-            layers += hidden_block(f"fc{index}", nn.Linear(in_features, width), (width,), norm)
-            in_features = width
+            width = round(width * scale)
+            fc = nn.Linear(in_features, width)
+            layers += hidden_block(f"fc{index}", fc, (width,), norm, act)
+            in_features = width * expansion(act)
         super().__init__(OrderedDict(layers))
         self.out_features = in_features

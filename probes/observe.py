@@ -187,23 +187,23 @@ def unit_metrics(records: list[LayerRecord], tau: float, threshold: float) -> di
     """
     out: dict[str, float] = {}
     totals = {"dormant_fraction": 0, "dead_fraction": 0, "linearized_fraction": 0}
-    units = 0
+    units = dict.fromkeys(totals, 0)
     for r in records:
         mean_abs = r.mean_abs if r.mean_abs is not None else torch.zeros_like(r.positive_rate)
-        counts = {
-            "dormant_fraction": int(metrics.dormant_mask(mean_abs, tau).sum()),
-            "dead_fraction": int(metrics.dormant_mask(mean_abs, 0.0).sum()),
-            "linearized_fraction": int(metrics.linearized_mask(r.positive_rate, threshold).sum()),
+        masks = {
+            "dormant_fraction": metrics.dormant_mask(mean_abs, tau),
+            "dead_fraction": metrics.dormant_mask(mean_abs, 0.0),
+            "linearized_fraction": metrics.linearized_mask(r.positive_rate, threshold),
         }
-        width = r.positive_rate.numel()
-        for metric, count in counts.items():
-            out[f"{metric}/{r.key}"] = count / width
-            totals[metric] += count
-        units += width
+        # Dormancy counts output units, linearity preactivation units: a CReLU has 2 per unit.
+        for metric, mask in masks.items():
+            out[f"{metric}/{r.key}"] = int(mask.sum()) / mask.numel()
+            totals[metric] += int(mask.sum())
+            units[metric] += mask.numel()
         out[f"preact_mean/{r.key}"] = r.preact_mean
         out[f"preact_std/{r.key}"] = r.preact_std
     if records:
-        out.update({metric: count / units for metric, count in totals.items()})
+        out.update({metric: count / units[metric] for metric, count in totals.items()})
         out["preact_mean"] = sum(r.preact_mean for r in records) / len(records)
         out["preact_std"] = sum(r.preact_std for r in records) / len(records)
     return out
