@@ -1,10 +1,11 @@
 """How reliably each value head learns CartPole under the `classic` preset, over seeds:
-`python -m benchmarks.learning [--seeds 1,2,3,4,5] [--workers 2] [--json FILE]`.
+`python -m benchmarks.learning [--seeds 1,2,3,4,5] [--workers 2] [--json FILE]`; any other options
+in place of the heads: `--heads dqn,redo,shrink_perturb,reset_head,inject,regen,crelu`.
 
-Trains every head alone and with ln+wd on each seed, then scores two networks of each run with
-evaluate.py's protocol (20 games at eval_epsilon, evaluation seed 10,000): the final one and the
-best one kept by the evaluation phases (best.pt). Prints a head × seed table of both. Too slow
-for CI (about a minute a run on one core): its figures go into closing notes and the README.
+Trains every head (option) alone and with ln+wd on each seed, then scores two networks of each
+run with evaluate.py's protocol (20 games at eval_epsilon, evaluation seed 10,000): the final one
+and the best one kept by the evaluation phases (best.pt). Prints a head × seed table of both. Too
+slow for CI (about a minute a run on one core): its figures go into closing notes and the README.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def table(results: list[dict], seeds: list[int], key: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seeds", default="1,2,3,4,5", help="comma-separated seeds")
-    p.add_argument("--heads", default=",".join(HEADS), help="comma-separated value heads")
+    p.add_argument(
+        "--heads", default=",".join(HEADS), help="comma-separated value heads or other options"
+    )
     p.add_argument("--workers", type=int, default=2, help="runs trained at once")
     p.add_argument("--set", action="append", default=[], help="extra KEY=VALUE for every run")
     p.add_argument("--json", help="write the results as JSON")
