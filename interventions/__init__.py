@@ -15,7 +15,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from configs.schema import InterventionConfig
+from configs.schema import (
+    InterventionConfig,
+    RedoConfig,
+    ResetHeadConfig,
+    ShrinkPerturbConfig,
+)
 from envs import derived_seed
 from interventions.inject import InjectedHead, inject, is_injected
 from interventions.redo import recycle
@@ -25,7 +30,7 @@ from interventions.resets import FreshDraws, reset_last_layers, shrink_perturb
 __all__ = ["InjectedHead", "Interventions", "anchors", "regen_penalty"]
 
 
-def due(schedule, updates: int) -> bool:
+def due(schedule: RedoConfig | ResetHeadConfig | ShrinkPerturbConfig, updates: int) -> bool:
     """Whether an enabled periodic intervention is due: every `interval` updates, the first at
     update `interval`."""
     return schedule.enabled and updates % schedule.interval == 0
