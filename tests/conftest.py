@@ -36,3 +36,13 @@ def pong_run(tmp_path_factory) -> Path:
     ]
     assert train.main(argv) == 0
     return only_run(logdir)
+
+
+LONGEST_FIRST = ("test_learning.py", "test_minatar.py", "test_lab.py")
+"""Files of real learning runs, minutes each: collected first, so that with one test file per
+worker (`--dist loadfile`, pyproject) one worker starts them at once while the other takes the
+rest, instead of the last file keeping one worker busy alone at the end."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: order otherwise kept
