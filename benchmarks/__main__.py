@@ -121,7 +121,7 @@ def run(
         results[f"host_us/envs={num_envs}"] = breakdown["host_us"]
         results[f"host_ceiling_sps/envs={num_envs}"] = breakdown["host_ceiling_sps"]
     if scaling:
-        capacities = [10_000, 100_000] if quick else [100_000, 1_000_000]
+        capacities = [100_000, 10_000] if quick else [1_000_000, 100_000]
         for capacity, gb in figures.memory_by_capacity(config, capacities).items():
             results[f"replay_resident_gb/capacity={capacity}"] = gb
         results.update(figures.probe_cost(default, [64, 128, 256, 512], [8, 16, 32, 64]))

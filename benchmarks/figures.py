@@ -262,7 +262,8 @@ def host_breakdown(config: Config, repeats: int) -> dict[str, float]:
 
 def memory_by_capacity(config: Config, capacities: list[int]) -> dict[int, float]:
     """Resident GB of a replay buffer filled to each capacity with Atari frames (the largest part
-    of a run's memory; the networks and optimiser add about 30 MB)."""
+    of a run's memory; the networks and optimiser add about 30 MB). A process that freed memory
+    before may refill it without growing, so give it the largest capacity first."""
     pool = np.random.default_rng(0).integers(0, 256, size=(16, 1, 4, 84, 84), dtype=np.uint8)
     result = {}
     for capacity in capacities:
