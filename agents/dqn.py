@@ -143,18 +143,8 @@ class DQNAgent:
         next_action = self.loss.q_values(chooser).argmax(1)  # a* = argmax_a Q(s', a)
         next_taken = next_target[rows, next_action]
         per_sample, metrics = self.loss(taken, next_taken, batch.reward, batch.discount)
-        loss = (batch.weight * per_sample).mean()  # importance-sampling weights; 1 when uniform
-        if self.penalized:
-            loss = loss + self.config.l2 * sum(p.square().sum() for p in self.penalized)
-        if self.anchored:
-            distance = regen_penalty(self.anchored, self.anchors)
-            loss = loss + self.config.regen * distance
-            metrics = {**metrics, "interventions/regen": distance}
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = self.gradient_norm()
-        self.optimizer.step()
-        self.updates += 1
+        # importance-sampling weights; 1 when uniform
+        metrics.update(self.optimise((batch.weight * per_sample).mean()))
         self.priorities = self.loss.priority(per_sample)
         q = self.loss.q_values(output.detach())
         td_loss = per_sample.detach().mean()
@@ -163,9 +153,26 @@ class DQNAgent:
             "td_loss": td_loss,
             "q_values": q.mean(),
             "q_max": q.max(),
-            "grad_norm": grad_norm,
             **{k: v.detach() for k, v in metrics.items()},
         }
+
+    def optimise(self, loss: Tensor) -> Metrics:
+        """One optimiser step on `loss` plus the L2 and regen penalties, with the gradient clipped
+        when that is set (the lab fits its targets through this too). Returns the gradient norm,
+        and regen's distance when regen is on."""
+        metrics = {}
+        if self.penalized:
+            loss = loss + self.config.l2 * sum(p.square().sum() for p in self.penalized)
+        if self.anchored:
+            distance = regen_penalty(self.anchored, self.anchors)
+            loss = loss + self.config.regen * distance
+            metrics["interventions/regen"] = distance
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = self.gradient_norm()
+        self.optimizer.step()
+        self.updates += 1
+        return metrics
 
     def gradient_norm(self) -> Tensor:
         """The gradient's global L2 norm, after clipping it to max_grad_norm when that is set.
