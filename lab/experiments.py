@@ -78,7 +78,12 @@ def target_support(config: Config, low: float, high: float) -> Config:
 
 
 def run_offset(
-    config: Config, inputs: Tensor, size: Size, seed: int, run_dir: Path, offsets=None
+    config: Config,
+    inputs: Tensor,
+    size: Size,
+    seed: int,
+    run_dir: Path,
+    offsets: tuple[float, ...] | None = None,
 ) -> dict[str, float]:
     sized = dataclasses.replace(size.offset, offsets=offsets or size.offset.offsets)
     supported = target_support(config, -10.0, max(sized.offsets) + 10.0)

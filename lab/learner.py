@@ -40,9 +40,7 @@ class Learner:
         )
         self.agent = DQNAgent(network, config.agent, device=torch.device("cpu"), seed=seed)
         self.interventions = build_interventions(self.agent, config)
-        self.config = config
         self.inputs = inputs
-        self.num_outputs = num_outputs
         self.generator = torch.Generator().manual_seed(seed)
         self.batch_size = config.agent.batch_size
         self.zeros = torch.zeros(self.batch_size * num_outputs)  # discount 0: the target is r
