@@ -134,19 +134,20 @@ def format_table(table: dict[str, dict[str, list[float]]], conditions: list[Cond
 
 
 def as_json(name: str, table: dict, conditions: list[Condition]) -> dict:
-    if name == "swiss_cheese":
+    headline = EXPERIMENTS[name].headline
+    if headline is None:
         return {
             "experiment": name,
             "metric": {c.name: c.metric for c in conditions},
             "higher_is_worse": {c.name: c.higher_is_worse for c in conditions},
             "results": table,
         }
-    headline = conditions[-1] if name == "offset" else conditions[0]
+    (condition,) = (c for c in conditions if c.name == headline)
     return {
         "experiment": name,
-        "metric": f"{headline.metric} ({headline.name})",
-        "higher_is_worse": headline.higher_is_worse,
-        "results": {variant: row[headline.name] for variant, row in table.items()},
+        "metric": f"{condition.metric} ({condition.name})",
+        "higher_is_worse": condition.higher_is_worse,
+        "results": {variant: row[headline] for variant, row in table.items()},
         "conditions": table,
     }
 

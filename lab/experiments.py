@@ -61,6 +61,8 @@ class Experiment:
     conditions: Callable[[Size], list[Condition]]
     run: Callable[[Config, Tensor, Size, int, Path], dict[str, float]]
     """(config, inputs, size, seed, run directory) -> {condition: number}."""
+    headline: str | None
+    """The condition `--json`'s "results" reports; None reports every condition (a table)."""
 
 
 def offset_conditions(size: Size, offsets: tuple[float, ...] | None = None) -> list[Condition]:
@@ -125,12 +127,14 @@ EXPERIMENTS = {
             "target magnitude: pre-train on targets offset by 0, 10, 100, then fit fresh ones",
             offset_conditions,
             run_offset,
+            "offset100",
         ),
         Experiment(
             "labels",
             "random labels re-drawn every task, abruptly or smoothly; accuracy at task ends",
             label_conditions,
             run_labels,
+            "abrupt",
         ),
         Experiment(
             "swiss_cheese",
@@ -139,6 +143,7 @@ EXPERIMENTS = {
                 offset_conditions(size, (max(size.offset.offsets),)) + label_conditions(size)
             ),
             run_swiss_cheese,
+            None,
         ),
     )
 }
