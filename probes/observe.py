@@ -135,47 +135,129 @@ def ntk_gram(
     trainable parameters. Summing over outputs keeps K at n×n whatever the head (a C51 head has
     O = A·K); it is the trace over outputs of the full (n·O)×(n·O) empirical NTK (Jacot et al.
     2018). `readout`, if given, maps the model's output to the values whose NTK is taken (e.g. a
-    distributional head's logits to its Q-values). Per-example Jacobians come from torch.func
-    (vmap of jacrev), in chunks of outputs so at
-    most `JACOBIAN_BUDGET` entries are held at once; a model vmap cannot batch (data-dependent
-    control flow, `.item()`) falls back to jacrev one example at a time.
+    distributional head's logits to its Q-values).
+
+    K is a sum over parameters, taken in two parts. The fully connected layers (`nn.Linear` called
+    once, on [n, features]) hold most parameters, and their Jacobians are never formed: a weight's
+    per-example gradient for output o is the outer product g_io x_iᵀ of the gradient at the
+    layer's output and the layer's input, so the weight adds Σ_o (g_io·g_jo)(x_i·x_j) to K_ij and
+    the bias Σ_o g_io·g_jo (`_linear_gram`). The other parameters' per-example Jacobians come from
+    torch.func (`_jacobian_gram`).
     """
-    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
     n = inputs.shape[0]
-    num_params = sum(p.numel() for p in params.values())
     gram = torch.zeros(n, n, dtype=torch.float64, device=inputs.device)
-    if num_params == 0 or n == 0:
+    if n == 0:
         return gram
-    chunk = max(1, JACOBIAN_BUDGET // (n * num_params))
+    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+    factored = _linear_gram(model, inputs, num_outputs, readout, gram)
+    rest = {k: p for k, p in params.items() if k.rpartition(".")[0] not in factored}
+    if rest:
+        _jacobian_gram(model, params, set(rest), inputs, num_outputs, readout, gram)
+    return gram
+
+
+def _linear_gram(
+    model: nn.Module, inputs: Tensor, num_outputs: int, readout: Readout | None, gram: Tensor
+) -> set[str]:
+    """Add the trainable `nn.Linear` layers' part of the NTK to `gram`; returns their names.
+
+    One forward pass records each layer's input and output; for each output o, one backward pass
+    of Σ_i f_o(x_i) gives every g_io at once, since in eval mode examples do not interact. A layer
+    called more than once, or on other than [n, features], is left to `_jacobian_gram`."""
+    n = inputs.shape[0]
+    calls: dict[str, list[tuple[Tensor, Tensor]]] = {}
+
+    def keep(name: str):
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+            calls.setdefault(name, []).append((args[0].detach(), output))
+
+        return hook
+
+    linears = {
+        name: m
+        for name, m in model.named_modules()
+        if type(m) is nn.Linear and m.weight.requires_grad
+    }
+    handles = [m.register_forward_hook(keep(name)) for name, m in linears.items()]
+    with torch.enable_grad():  # whatever the caller's grad mode
+        try:
+            output = model(inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        factored = {
+            name: call[0]
+            for name, call in calls.items()
+            if len(call) == 1 and call[0][0].ndim == 2 and call[0][0].shape[0] == n
+        }
+        if not factored:
+            return set()
+        values = (output if readout is None else readout(output)).reshape(n, -1)
+        layer_outputs = [y for _, y in factored.values()]
+        input_grams = [x.double() @ x.double().T for x, _ in factored.values()]
+        with_bias = [linears[name].bias is not None for name in factored]
+        for o in range(num_outputs):
+            grads = torch.autograd.grad(
+                values[:, o].sum(), layer_outputs, retain_graph=True, allow_unused=True
+            )
+            for g, xx, bias in zip(grads, input_grams, with_bias, strict=True):
+                if g is None:  # a layer this output does not depend on adds nothing
+                    continue
+                gg = g.double() @ g.double().T
+                gram.add_(gg * xx)
+                if bias:
+                    gram.add_(gg)
+    return set(factored)
+
+
+def _jacobian_gram(
+    model: nn.Module,
+    params: dict[str, Tensor],
+    names: set[str],
+    inputs: Tensor,
+    num_outputs: int,
+    readout: Readout | None,
+    gram: Tensor,
+) -> None:
+    """Add the part of the NTK of the parameters `names` (the others held fixed) to `gram`, from
+    per-example Jacobians (vmap of jacrev) in chunks of outputs, so that at most
+    `JACOBIAN_BUDGET` entries are held at once; a model vmap cannot batch (data-dependent control
+    flow, `.item()`) falls back to jacrev one example at a time."""
+    n = inputs.shape[0]
+    chunk = max(1, JACOBIAN_BUDGET // (n * sum(params[k].numel() for k in names)))
     for lo in range(0, num_outputs, chunk):
-        jacobians = _jacobians(model, params, inputs, lo, min(lo + chunk, num_outputs), readout)
+        hi = min(lo + chunk, num_outputs)
+        jacobians = _jacobians(model, params, names, inputs, lo, hi, readout)
         for jacobian in jacobians.values():
             # Rows are examples; columns (outputs × parameter entries) sum into K_ij.
             for columns in jacobian.reshape(n, -1).split(max(1, GRAM_COLUMNS // n), dim=1):
                 columns = columns.double()
                 gram.addmm_(columns, columns.T)
-    return gram
 
 
 def _jacobians(
     model: nn.Module,
     params: dict[str, Tensor],
+    names: set[str],
     inputs: Tensor,
     lo: int,
     hi: int,
     readout: Readout | None = None,
 ) -> dict[str, Tensor]:
-    """∂f_{lo:hi}(x_i)/∂θ for every example: {name: [n, hi − lo, *param.shape]}."""
+    """∂f_{lo:hi}(x_i)/∂θ of the parameters `names` for every example, the other `params` held
+    fixed: {name: [n, hi − lo, *param.shape]}."""
+    varied = {k: params[k] for k in names}
+    fixed = {k: p for k, p in params.items() if k not in names}
 
     def outputs(p: dict[str, Tensor], x: Tensor) -> Tensor:
-        out = functional_call(model, p, (x.unsqueeze(0),))
+        out = functional_call(model, {**fixed, **p}, (x.unsqueeze(0),))
         return (out if readout is None else readout(out)).reshape(-1)[lo:hi]
 
     try:
-        return vmap(jacrev(outputs), in_dims=(None, 0))(params, inputs)
+        return vmap(jacrev(outputs), in_dims=(None, 0))(varied, inputs)
     except (RuntimeError, NotImplementedError):
-        per_example = [jacrev(outputs)(params, x) for x in inputs]
-        return {k: torch.stack([j[k] for j in per_example]) for k in params}
+        per_example = [jacrev(outputs)(varied, x) for x in inputs]
+        return {k: torch.stack([j[k] for j in per_example]) for k in varied}
 
 
 def unit_metrics(records: list[LayerRecord], tau: float, threshold: float) -> dict[str, float]:

@@ -400,3 +400,53 @@ def test_ntk_readout_takes_the_kernel_of_mapped_outputs():
     xx = x.double() @ x.double().T
     torch.testing.assert_close(ntk_gram(model, x, 2), 2 * xx)
     torch.testing.assert_close(ntk_gram(model, x, 1, readout=lambda out: out[:, :1]), xx)
+
+
+class TwiceApplied(nn.Module):
+    """One Linear applied twice, which the factored NTK must leave to per-example Jacobians."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(5, 5)
+        self.out = nn.Linear(5, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(torch.tanh(self.inner(torch.tanh(self.inner(x)))))
+
+
+def reference_ntk(forward, params: list[Tensor], inputs: Tensor, readout=None) -> Tensor:
+    """K_ij = Σ_o ⟨∂f_o(x_i)/∂θ, ∂f_o(x_j)/∂θ⟩ for a float64 `forward` with parameters `params`,
+    one backward pass per example and output: the definition, without torch.func or factoring."""
+    rows = []  # per example, [O, P] gradients
+    for x in inputs.double():
+        out = forward(x.unsqueeze(0))
+        values = (out if readout is None else readout(out)).reshape(-1)
+        grads = [torch.autograd.grad(v, params, retain_graph=True) for v in values]
+        rows.append(torch.stack([torch.cat([g.reshape(-1) for g in gs]) for gs in grads]))
+    jacobian = torch.stack(rows)  # [n, O, P]
+    return torch.einsum("iop,jop->ij", jacobian, jacobian)
+
+
+def test_ntk_gram_matches_the_definition_in_float64():
+    # A conv torso with LayerNorm and a categorical dueling head read out as Q-values: the
+    # convolutions and LayerNorm go through Jacobians, the fully connected layers are factored.
+    import copy
+
+    import configs
+    from networks import build_network
+    from probes.observe import ntk_gram
+
+    torch.manual_seed(0)
+    config = configs.resolve(variant="ln+c51", assignments=["network.dueling=true"])
+    net = build_network((4, 36, 36), 3, config.network, categorical=True).eval()
+    frames = torch.rand(5, 4, 36, 36)
+    ref = copy.deepcopy(net).double()
+    expected = reference_ntk(
+        lambda x: ref.head(ref.torso(x)), [*ref.parameters()], frames, ref.q_values
+    )
+    torch.testing.assert_close(ntk_gram(net, frames, 3, net.q_values), expected, rtol=1e-4, atol=0)
+    shared = TwiceApplied()  # its `inner` goes through Jacobians, `out` is factored
+    x = torch.randn(6, 5)
+    ref = copy.deepcopy(shared).double()
+    expected = reference_ntk(ref, [*ref.parameters()], x)
+    torch.testing.assert_close(ntk_gram(shared, x, 2), expected, rtol=1e-5, atol=0)
