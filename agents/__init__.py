@@ -4,6 +4,7 @@ from agents.build import (
     agent_from_checkpoint,
     build_agent,
     build_interventions,
+    native_bf16,
     resolve_device,
 )
 from agents.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
@@ -22,6 +23,7 @@ __all__ = [
     "load_checkpoint",
     "make_loss",
     "make_optimizer",
+    "native_bf16",
     "resolve_device",
     "save_checkpoint",
 ]

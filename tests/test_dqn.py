@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents import DQNAgent, build_agent, linear_epsilon
+from agents import DQNAgent, build_agent, linear_epsilon, native_bf16
 from configs import resolve
 from envs import EnvSpec
 from replay import Batch
@@ -183,3 +183,20 @@ def test_channels_last_learns_like_the_nchw_layout_up_to_float_rounding():
         torch.testing.assert_close(m_nhwc["td_loss"], m_nchw["td_loss"], rtol=1e-4, atol=1e-6)
     for a, b in zip(nchw.online.parameters(), nhwc.online.parameters(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu avx2 avx512f avx512bw avx512_bf16 avx512_vnni", True),  # AMD Zen 4
+        ("avx512f avx512_bf16 amx_bf16 amx_tile amx_int8", True),  # Intel Sapphire Rapids
+        ("fp asimd sve bf16 i8mm", True),  # Arm Neoverse V1 (its Features line)
+        ("fpu avx2 avx512f avx512bw avx512_vnni", False),  # AVX-512 without BF16
+        ("fpu sse4_2 avx avx2 fma", False),
+    ],
+)
+def test_native_bf16_reads_the_cpu_flags(flags: str, native: bool, tmp_path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert native_bf16(cpuinfo) is native
+    assert native_bf16(tmp_path / "absent") is None  # not Linux: unknown, so no warning

@@ -196,6 +196,20 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, message, tmp_path)
     assert not any(tmp_path.iterdir())  # nothing started
 
 
+@pytest.mark.parametrize(
+    ("native", "amp", "warned"),
+    [(False, "true", True), (True, "true", False), (None, "true", False), (False, "false", False)],
+)
+def test_bf16_autocast_on_a_cpu_that_would_emulate_it_is_warned_of(
+    native, amp, warned, monkeypatch, capsys
+):
+    monkeypatch.setattr(train, "native_bf16", lambda: native)  # this CPU's own flags aside
+    train.warn_emulated_bf16(configs.resolve(assignments=[f"train.amp={amp}", "train.device=cpu"]))
+    assert ("warning: train.amp=true on a CPU without native bf16" in capsys.readouterr().err) is (
+        warned
+    )
+
+
 def test_a_corrupt_checkpoint_is_named_on_resume(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
