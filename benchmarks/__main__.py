@@ -90,10 +90,17 @@ def run(
         results[f"learner_ups_raw/{head}"] = ups[head]
         results[f"train_sps/{head}"] = figures.train_sps(head_configs[head], n["train_steps"])
     results["learner_ups_raw"] = results["learner_ups_raw/huber"]
-    results["train_sps"] = results["train_sps/huber"]
-    learner_bound = config.agent.train_interval * results["learner_ups_raw"]
-    results["loop_bound"] = "env" if results["env_sps_raw"] < learner_bound else "learner"
-    results["loop_efficiency"] = results["train_sps"] / min(results["env_sps_raw"], learner_bound)
+    # The efficiency from the loop and the learner timed in alternation (the figures above are
+    # minutes apart, and this machine's speed drifts).
+    loop = figures.paired_loop(config, n["train_steps"], n["updates"])
+    results["train_sps"] = loop["train_sps"]
+    results["learner_ups_paired"] = loop["learner_ups"]
+    learner_bound = config.agent.train_interval * loop["learner_ups"]
+    env_bound = results["env_sps_raw"] < learner_bound
+    results["loop_bound"] = "env" if env_bound else "learner"
+    results["loop_efficiency"] = (
+        loop["train_sps"] / results["env_sps_raw"] if env_bound else loop["loop_efficiency"]
+    )
     slowest = min(results[f"learner_ups_raw/{h}"] for h in HEADS[1:])
     results["distributional_learner_cost"] = results["learner_ups_raw"] / slowest - 1
     results["learner_ups_raw/rainbow"] = ups["rainbow"]
@@ -112,12 +119,20 @@ def run(
     results["replay_filled"] = n["replay_fill"]
     default = figures.resolve(env, "huber", [f"train.device={device}"])
     results["probe_overhead"] = figures.probe_overhead(default, results["train_sps"])
-    for part, value in figures.host_breakdown(config, n["repeats"]).items():
+    interval = config.agent.train_interval
+    parts = figures.host_breakdown(config, n["repeats"])
+    for part, value in parts.items():
         results[f"host/{part}"] = value
+    results["loop_efficiency_ceiling"] = figures.loop_ceiling(parts, config.env.num_envs, interval)
     for num_envs in envs:  # the same replay ratio: one update per train_interval env steps
         scaled = figures.resolve(env, "huber", [*common, f"env.num_envs={num_envs}"])
-        results[f"train_sps/envs={num_envs}"] = figures.train_sps(scaled, n["train_steps"])
+        loop = figures.paired_loop(scaled, n["train_steps"], n["updates"])
+        results[f"train_sps/envs={num_envs}"] = loop["train_sps"]
+        results[f"loop_efficiency/envs={num_envs}"] = loop["loop_efficiency"]
         breakdown = figures.host_breakdown(scaled, n["repeats"])
+        results[f"loop_ceiling/envs={num_envs}"] = figures.loop_ceiling(
+            breakdown, num_envs, interval
+        )
         results[f"host_us/envs={num_envs}"] = breakdown["host_us"]
         results[f"host_ceiling_sps/envs={num_envs}"] = breakdown["host_ceiling_sps"]
     if scaling:
@@ -150,7 +165,12 @@ def table(results: dict) -> str:
         lines.append(f"{key:34s} {value:14.4g}  {verdict(key, value)}")
     lines.append(
         f"loop_efficiency bound: {results['loop_bound']} "
-        "(min of env_sps_raw and train_interval x learner_ups_raw)"
+        "(min of env_sps_raw and train_interval x learner_ups_paired, the learner timed in "
+        "alternation with the loop); loop_efficiency/envs=N against the learner's bound"
+    )
+    lines.append(
+        "loop_efficiency_ceiling: the most a synchronous loop reaches with these parts, since "
+        "acting waits for the update (benchmarks.figures.loop_ceiling)"
     )
     if c.get("onednn_conv_kernels"):
         kernels = ", ".join(f"{k}: {v}" for k, v in c["onednn_conv_kernels"].items())

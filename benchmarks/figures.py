@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,24 +104,54 @@ def synchronize(device: torch.device) -> None:
 def train_sps(config: Config, steps: int) -> float:
     """Env steps/s of the real training loop (acting, env, replay, updates, logging, target
     updates; probes off, they have their own figure), timed after the warm-up."""
+    with warmed_trainer(config) as trainer:
+        return timed_steps(trainer, steps)
+
+
+def paired_loop(config: Config, steps: int, updates: int, rounds: int = 5) -> dict[str, float]:
+    """The training loop's steps/s and the bare learner's updates/s, timed in alternating rounds,
+    so that drift in the machine's speed (on a shared 2-core VM, ±20% over minutes) hits both
+    alike. Returns the medians over rounds of `train_sps`, `learner_ups` and `loop_efficiency`:
+    per round, steps/s over the learner's bound train_interval x updates/s."""
+    agent, batch = bare_learner(config)
+    per_round = {"train_sps": [], "learner_ups": [], "loop_efficiency": []}
+    with warmed_trainer(config) as trainer:
+        for _ in range(rounds):
+            sps = timed_steps(trainer, max(steps // rounds, 1))
+            start = time.perf_counter()
+            for _ in range(max(updates // rounds, 1)):
+                agent.update(batch)
+            synchronize(agent.device)
+            ups = max(updates // rounds, 1) / (time.perf_counter() - start)
+            per_round["train_sps"].append(sps)
+            per_round["learner_ups"].append(ups)
+            per_round["loop_efficiency"].append(sps / (config.agent.train_interval * ups))
+    return {name: float(np.median(values)) for name, values in per_round.items()}
+
+
+@contextlib.contextmanager
+def warmed_trainer(config: Config) -> Iterator[Trainer]:
+    """A Trainer (probes off) past its warm-up and its first updates, in a temporary directory."""
     config = replace(config, probes=replace(config.probes, enabled=False))
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
         trainer = Trainer(config, Path(tmp), None)
         try:
-            while trainer.step < config.agent.learning_starts + 4 * config.agent.train_interval:
-                before = trainer.step
-                trainer.iteration()
-                trainer.periodic(before, (time.perf_counter(), before), _NoBar())
-            start, first = time.perf_counter(), trainer.step
-            while trainer.step < first + steps:
-                before = trainer.step
-                trainer.iteration()
-                trainer.periodic(before, (start, first), _NoBar())
-            synchronize(trainer.agent.device)
-            return (trainer.step - first) / (time.perf_counter() - start)
+            timed_steps(trainer, config.agent.learning_starts + 4 * config.agent.train_interval)
+            yield trainer
         finally:
             trainer.logger.close()
             trainer.env.close()
+
+
+def timed_steps(trainer: Trainer, steps: int) -> float:
+    """Env steps/s of the training loop over the next `steps` steps."""
+    start, first = time.perf_counter(), trainer.step
+    while trainer.step < first + steps:
+        before = trainer.step
+        trainer.iteration()
+        trainer.periodic(before, (start, first), _NoBar())
+    synchronize(trainer.agent.device)
+    return (trainer.step - first) / (time.perf_counter() - start)
 
 
 class _NoBar:
@@ -258,6 +289,22 @@ def host_breakdown(config: Config, repeats: int) -> dict[str, float]:
     parts["host_us"] = sum(v for k, v in parts.items() if k != "update")
     parts["host_ceiling_sps"] = 1e6 / parts["host_us"]
     return parts
+
+
+def loop_ceiling(parts: dict[str, float], num_envs: int, interval: int) -> float:
+    """The highest `loop_efficiency` a synchronous loop reaches with these parts (µs per agent
+    step, as `host_breakdown` gives them) on one device that both learns and acts (a CPU): the
+    learner's time over the learner's plus the host work that cannot run beside it.
+
+    Acting, the replay add and the sample wait for the update, since the next action needs the
+    updated network; the env step runs beside the update in the share f = min(1, num_envs /
+    interval) of loop iterations that update, and alone in the rest. So
+
+        ceiling = update / (update + act + replay_add + sample + (1 − f) · env_step)."""
+    overlapped = min(1.0, num_envs / interval)
+    waiting = parts["act"] + parts["replay_add"] + parts["sample"]
+    learner = parts["update"]
+    return learner / (learner + waiting + (1.0 - overlapped) * parts["env_step"])
 
 
 def memory_by_capacity(config: Config, capacities: list[int]) -> dict[int, float]:

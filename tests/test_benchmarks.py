@@ -23,6 +23,11 @@ def test_loop_figures_run_on_the_training_code():
     ups = figures.learner_ups_raw({"mse": config}, updates=10, rounds=2)
     assert set(ups) == {"mse"} and ups["mse"] > 0
     assert figures.train_sps(config, 100) > 0
+    loop = figures.paired_loop(config, steps=40, updates=4, rounds=1)
+    assert set(loop) == {"train_sps", "learner_ups", "loop_efficiency"} and loop["train_sps"] > 0
+    # One round: the efficiency is that round's steps/s over the learner's bound.
+    bound = config.agent.train_interval * loop["learner_ups"]
+    assert loop["loop_efficiency"] == loop["train_sps"] / bound
 
 
 def test_the_table_marks_targets_met_and_missed():
@@ -55,6 +60,15 @@ def test_host_breakdown_adds_the_host_parts_and_bounds_steps_per_second():
     assert all(parts[k] > 0 for k in host + ["update"])
     assert parts["host_us"] == sum(parts[k] for k in host)  # the update runs on the device
     assert parts["host_ceiling_sps"] == 1e6 / parts["host_us"]
+
+
+def test_loop_ceiling_counts_the_host_work_that_waits_for_the_update():
+    parts = {"act": 900.0, "env_step": 500.0, "replay_add": 50.0, "sample": 50.0, "update": 5e3}
+    # One env, a 20 ms update every 4 steps: 5,000 µs of learner per step; acting, add and sample
+    # wait (1,000 µs) and the env step runs alone in 3 iterations of 4 (375 µs).
+    assert figures.loop_ceiling(parts, 1, 4) == 5_000 / (5_000 + 1_000 + 375)
+    # Eight envs update in every iteration, so the env step always runs beside the update.
+    assert figures.loop_ceiling(parts, 8, 4) == 5_000 / 6_000
 
 
 def test_replay_memory_by_capacity_is_one_frame_per_slot():
