@@ -195,7 +195,7 @@ def _linear_gram(
         values = (output if readout is None else readout(output)).reshape(n, -1)
         layer_outputs = [y for _, y in factored.values()]
         input_grams = [x.double() @ x.double().T for x, _ in factored.values()]
-        with_bias = [linears[name].bias is not None for name in factored]
+        with_bias = [bias_trained(linears[name]) for name in factored]
         for o in range(num_outputs):
             grads = torch.autograd.grad(
                 values[:, o].sum(), layer_outputs, retain_graph=True, allow_unused=True
@@ -208,6 +208,11 @@ def _linear_gram(
                 if bias:
                     gram.add_(gg)
     return set(factored)
+
+
+def bias_trained(layer: nn.Linear) -> bool:
+    """Whether the layer has a bias that is trained, and so is part of θ."""
+    return layer.bias is not None and layer.bias.requires_grad
 
 
 def _jacobian_gram(

@@ -446,7 +446,8 @@ def test_ntk_gram_matches_the_definition_in_float64():
     )
     torch.testing.assert_close(ntk_gram(net, frames, 3, net.q_values), expected, rtol=1e-4, atol=0)
     shared = TwiceApplied()  # its `inner` goes through Jacobians, `out` is factored
+    shared.out.bias.requires_grad_(False)  # a frozen parameter is not part of θ
     x = torch.randn(6, 5)
     ref = copy.deepcopy(shared).double()
-    expected = reference_ntk(ref, [*ref.parameters()], x)
+    expected = reference_ntk(ref, [p for p in ref.parameters() if p.requires_grad], x)
     torch.testing.assert_close(ntk_gram(shared, x, 2), expected, rtol=1e-5, atol=0)
