@@ -114,15 +114,16 @@ def paired_loop(config: Config, steps: int, updates: int, rounds: int = 5) -> di
     alike. Returns the medians over rounds of `train_sps`, `learner_ups` and `loop_efficiency`:
     per round, steps/s over the learner's bound train_interval x updates/s."""
     agent, batch = bare_learner(config)
+    steps, updates = max(steps // rounds, 1), max(updates // rounds, 1)  # per round
     per_round = {"train_sps": [], "learner_ups": [], "loop_efficiency": []}
     with warmed_trainer(config) as trainer:
         for _ in range(rounds):
-            sps = timed_steps(trainer, max(steps // rounds, 1))
+            sps = timed_steps(trainer, steps)
             start = time.perf_counter()
-            for _ in range(max(updates // rounds, 1)):
+            for _ in range(updates):
                 agent.update(batch)
             synchronize(agent.device)
-            ups = max(updates // rounds, 1) / (time.perf_counter() - start)
+            ups = updates / (time.perf_counter() - start)
             per_round["train_sps"].append(sps)
             per_round["learner_ups"].append(ups)
             per_round["loop_efficiency"].append(sps / (config.agent.train_interval * ups))
