@@ -8,6 +8,7 @@ functional pass over a small batch gives the empirical NTK. The model is left ex
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -142,17 +143,21 @@ def ntk_gram(
     per-example gradient for output o is the outer product g_io x_iᵀ of the gradient at the
     layer's output and the layer's input, so the weight adds Σ_o (g_io·g_jo)(x_i·x_j) to K_ij and
     the bias Σ_o g_io·g_jo (`_linear_gram`). The other parameters' per-example Jacobians come from
-    torch.func (`_jacobian_gram`).
+    torch.func (`_jacobian_gram`). The model is taken in eval mode, and must treat the examples of
+    a batch independently there (as every network of this suite does).
     """
     n = inputs.shape[0]
     gram = torch.zeros(n, n, dtype=torch.float64, device=inputs.device)
     if n == 0:
         return gram
-    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
-    factored = _linear_gram(model, inputs, num_outputs, readout, gram)
-    rest = {k: p for k, p in params.items() if k.rpartition(".")[0] not in factored}
-    if rest:
-        _jacobian_gram(model, params, set(rest), inputs, num_outputs, readout, gram)
+    with eval_mode(model):
+        params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+        factored = _linear_gram(model, inputs, num_outputs, readout, gram)
+        rest = {
+            k for k, p in params.items() if k.rpartition(".")[0] not in factored and p.numel() > 0
+        }
+        if rest:
+            _jacobian_gram(model, params, rest, inputs, num_outputs, readout, gram)
     return gram
 
 
@@ -162,23 +167,31 @@ def _linear_gram(
     """Add the trainable `nn.Linear` layers' part of the NTK to `gram`; returns their names.
 
     One forward pass records each layer's input and output; for each output o, one backward pass
-    of Σ_i f_o(x_i) gives every g_io at once, since in eval mode examples do not interact. A layer
-    called more than once, or on other than [n, features], is left to `_jacobian_gram`."""
+    of Σ_i f_o(x_i) gives every g_io at once, since examples do not interact. A layer called more
+    than once, on other than [n, features], or sharing a parameter with another module, is left to
+    `_jacobian_gram`."""
     n = inputs.shape[0]
     calls: dict[str, list[tuple[Tensor, Tensor]]] = {}
 
     def keep(name: str):
-        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-            calls.setdefault(name, []).append((args[0].detach(), output))
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> Tensor:
+            layer_input = args[0] if args else kwargs["input"]
+            calls.setdefault(name, []).append((layer_input.detach(), output))
+            # Downstream gets a copy: an in-place op after the layer (ReLU(inplace=True)) would
+            # otherwise rewrite the output whose gradient is g.
+            return output.clone()
 
         return hook
 
+    uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     linears = {
         name: m
         for name, m in model.named_modules()
-        if type(m) is nn.Linear and m.weight.requires_grad
+        if type(m) is nn.Linear
+        and m.weight.requires_grad
+        and all(uses[id(p)] == 1 for p in m.parameters())
     }
-    handles = [m.register_forward_hook(keep(name)) for name, m in linears.items()]
+    handles = [m.register_forward_hook(keep(name), with_kwargs=True) for name, m in linears.items()]
     with torch.enable_grad():  # whatever the caller's grad mode
         try:
             output = model(inputs)
@@ -190,12 +203,12 @@ def _linear_gram(
             for name, call in calls.items()
             if len(call) == 1 and call[0][0].ndim == 2 and call[0][0].shape[0] == n
         }
-        if not factored:
-            return set()
         values = (output if readout is None else readout(output)).reshape(n, -1)
+        if not factored or not values.requires_grad:
+            return set()
         layer_outputs = [y for _, y in factored.values()]
         input_grams = [x.double() @ x.double().T for x, _ in factored.values()]
-        with_bias = [bias_trained(linears[name]) for name in factored]
+        with_bias = [_bias_trained(linears[name]) for name in factored]
         for o in range(num_outputs):
             grads = torch.autograd.grad(
                 values[:, o].sum(), layer_outputs, retain_graph=True, allow_unused=True
@@ -210,7 +223,7 @@ def _linear_gram(
     return set(factored)
 
 
-def bias_trained(layer: nn.Linear) -> bool:
+def _bias_trained(layer: nn.Linear) -> bool:
     """Whether the layer has a bias that is trained, and so is part of θ."""
     return layer.bias is not None and layer.bias.requires_grad
 

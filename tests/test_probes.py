@@ -451,3 +451,11 @@ def test_ntk_gram_matches_the_definition_in_float64():
     ref = copy.deepcopy(shared).double()
     expected = reference_ntk(ref, [p for p in ref.parameters() if p.requires_grad], x)
     torch.testing.assert_close(ntk_gram(shared, x, 2), expected, rtol=1e-5, atol=0)
+    # An in-place ReLU after a factored layer; a weight tied between two layers.
+    in_place = nn.Sequential(nn.Linear(5, 5), nn.ReLU(inplace=True), nn.Linear(5, 2))
+    tied = nn.Sequential(nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 5), nn.Linear(5, 2))
+    tied[2].weight = tied[0].weight
+    for model in (in_place, tied):
+        ref = copy.deepcopy(model).double()
+        expected = reference_ntk(ref, [*ref.parameters()], x)
+        torch.testing.assert_close(ntk_gram(model, x, 2), expected, rtol=1e-5, atol=0)
