@@ -86,13 +86,13 @@ def run(
     head_configs["amp"] = figures.resolve(env, "huber", [*common, "train.amp=true"])
     head_configs["nchw"] = figures.resolve(env, "huber", [*common, "train.channels_last=false"])
     ups = figures.learner_ups_raw(head_configs, n["updates"])
+    # Each loop timed in alternation with its learner: the machine's speed drifts over minutes.
+    loops = {h: figures.paired_loop(head_configs[h], n["train_steps"], n["updates"]) for h in HEADS}
     for head in HEADS:
         results[f"learner_ups_raw/{head}"] = ups[head]
-        results[f"train_sps/{head}"] = figures.train_sps(head_configs[head], n["train_steps"])
+        results[f"train_sps/{head}"] = loops[head]["train_sps"]
     results["learner_ups_raw"] = results["learner_ups_raw/huber"]
-    # The efficiency from the loop and the learner timed in alternation (the figures above are
-    # minutes apart, and this machine's speed drifts).
-    loop = figures.paired_loop(config, n["train_steps"], n["updates"])
+    loop = loops["huber"]
     results["train_sps"] = loop["train_sps"]
     results["learner_ups_paired"] = loop["learner_ups"]
     learner_bound = config.agent.train_interval * loop["learner_ups"]

@@ -101,18 +101,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_sps(config: Config, steps: int) -> float:
-    """Env steps/s of the real training loop (acting, env, replay, updates, logging, target
-    updates; probes off, they have their own figure), timed after the warm-up."""
-    with warmed_trainer(config) as trainer:
-        return timed_steps(trainer, steps)
-
-
 def paired_loop(config: Config, steps: int, updates: int, rounds: int = 5) -> dict[str, float]:
-    """The training loop's steps/s and the bare learner's updates/s, timed in alternating rounds,
-    so that drift in the machine's speed (on a shared 2-core VM, ±20% over minutes) hits both
-    alike. Returns the medians over rounds of `train_sps`, `learner_ups` and `loop_efficiency`:
-    per round, steps/s over the learner's bound train_interval x updates/s."""
+    """The steps/s of the real training loop (acting, env, replay, updates, logging, target
+    updates; probes off, they have their own figure) and the bare learner's updates/s, timed in
+    alternating rounds after the warm-up, so that drift in the machine's speed (on a shared
+    2-core VM, ±20% over minutes) hits both alike. Returns the medians over rounds of
+    `train_sps`, `learner_ups` and `loop_efficiency`: per round, steps/s over the learner's bound
+    train_interval x updates/s."""
     agent, batch = bare_learner(config)
     steps, updates = max(steps // rounds, 1), max(updates // rounds, 1)  # per round
     per_round = {"train_sps": [], "learner_ups": [], "loop_efficiency": []}

@@ -22,7 +22,6 @@ def test_loop_figures_run_on_the_training_code():
     assert figures.env_sps_raw(config, 200) > 0
     ups = figures.learner_ups_raw({"mse": config}, updates=10, rounds=2)
     assert set(ups) == {"mse"} and ups["mse"] > 0
-    assert figures.train_sps(config, 100) > 0
     loop = figures.paired_loop(config, steps=40, updates=4, rounds=1)
     assert set(loop) == {"train_sps", "learner_ups", "loop_efficiency"} and loop["train_sps"] > 0
     # One round: the efficiency is that round's steps/s over the learner's bound.
