@@ -127,8 +127,11 @@ def paired_loop(config: Config, steps: int, updates: int, rounds: int = 5) -> di
 
 @contextlib.contextmanager
 def warmed_trainer(config: Config) -> Iterator[Trainer]:
-    """A Trainer (probes off) past its warm-up and its first updates, in a temporary directory."""
-    config = replace(config, probes=replace(config.probes, enabled=False))
+    """A Trainer (probes off) past its warm-up and its first updates, in a temporary directory.
+    ε is at its final value from the end of the warm-up, so the loop acts greedily (one forward
+    pass a step) as in most of training, not at the near-1 ε of a decay's start."""
+    agent = replace(config.agent, epsilon_decay_steps=1)
+    config = replace(config, agent=agent, probes=replace(config.probes, enabled=False))
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
         trainer = Trainer(config, Path(tmp), None)
         try:

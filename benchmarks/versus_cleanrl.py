@@ -2,7 +2,8 @@
 `python -m benchmarks.versus_cleanrl --cleanrl DIR --cleanrl-python PY [--rounds 2] [--json FILE]`.
 
 The protocol of the performance issue: Breakout, 12,000 agent steps, learning from step 2,000,
-replay 20,000, batch 32, one update every 4 steps, everything else at each program's defaults.
+replay 20,000, batch 32, one update every 4 steps, acting at ε 0.01 once learning starts (CleanRL's
+schedule is there by then; the suite is told so), everything else at each program's defaults.
 Steps/s are read from the TD-loss events' wall-clock timestamps after learning starts, so start-up,
 warm-up and the final save are not counted; peak RSS is the child's own (wait4). The programs take
 turns, `--rounds` times, and each keeps its median, so that drift in the machine hits all alike.
@@ -41,10 +42,13 @@ def cleanrl_command(python: str, cleanrl: Path, logdir: Path) -> tuple[list[str]
 
 
 def suite_command(logdir: Path, extra: list[str]) -> tuple[list[str], Path]:
-    """This suite's command line for the protocol (its defaults otherwise)."""
+    """This suite's command line for the protocol (its defaults otherwise). ε is at its final 0.01
+    once learning starts, as CleanRL's is by then (it decays over the first 10% of the steps), so
+    that both act greedily, one forward pass a step, in the timed part: with the suite's own
+    250,000-step decay ε would stay near 1 and skip most acting forwards."""
     sets = [
         f"train.total_steps={STEPS}", f"agent.learning_starts={LEARNING_STARTS}",
-        f"replay.capacity={REPLAY}", *extra,
+        f"replay.capacity={REPLAY}", "agent.epsilon_decay_steps=1", *extra,
     ]  # fmt: skip
     argv = [sys.executable, "train.py", "--env", "Breakout", "--logdir", str(logdir)]
     return argv + [arg for s in sets for arg in ("--set", s)], Path(__file__).resolve().parents[1]
