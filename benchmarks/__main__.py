@@ -34,8 +34,8 @@ def sizes(quick: bool) -> dict[str, int]:
     if quick:
         return {
             "env_steps": 2000,
-            "updates": 60,
-            "train_steps": 600,
+            "updates": 120,
+            "train_steps": 1200,
             "warmup": 1000,
             "replay_fill": 200_000,
             "repeats": 50,
