@@ -1,0 +1,137 @@
+"""Build dopamine_atari.csv.gz, LICENSE-dopamine and NOTICE beside this file from a git checkout
+(or bare clone) of google/dopamine:
+
+    python -m analysis.data.make_dopamine_reference PATH/TO/dopamine.git [--commit HEAD]
+
+Reads every plain `baselines/atari/data/<game>.json` (not the `_CNN`, `_Impala` or `.vg.`
+variants): a JSON list of {"Iteration", "Value", "Agent"} records whose runs are not labelled.
+In each file every agent's runs follow one another, each a block of consecutive iterations from 0,
+so a record starts a new run when its agent differs from the previous record's or its iteration
+does not exceed the previous one (the iteration restarts at 0). Values are written with Python's
+shortest round-trip repr, so reading them back gives the source's float64 exactly.
+
+Output rows: `game,agent,run,<value at iteration 0>,<1>,...`: the game as its ale-py ROM id
+(`spaceinvaders` -> `space_invaders`), the agent as Dopamine names it, runs numbered from 0 in file
+order, an empty cell where a run has no value for an iteration. Lines starting with `#` are
+header comments (source, commit, licence). Gzip with mtime 0, so the same input gives the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from ale_py import roms
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "dopamine_atari.csv.gz"
+DATA_DIR = "baselines/atari/data"
+PLAIN = re.compile(r"^[a-z0-9]+\.json$")
+"""A plain per-game file: `breakout.json`, not `breakout_CNN.json` or `breakout.vg.json`."""
+
+Runs = dict[str, list[dict[int, float]]]
+"""Agent -> its runs in file order, each {iteration: value}."""
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        sys.exit(f"error: git {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def split_runs(records: list[dict]) -> Runs:
+    """The records' runs, per agent: a new run at an agent change or an iteration restart."""
+    runs: Runs = {}
+    agent, last = None, None
+    for record in records:
+        name, iteration = str(record["Agent"]), int(record["Iteration"])
+        if name != agent or last is None or iteration <= last:
+            runs.setdefault(name, []).append({})
+        runs[name][-1][iteration] = float(record["Value"])
+        agent, last = name, iteration
+    return runs
+
+
+def rom_ids() -> dict[str, str]:
+    """Dopamine's file stem (the ROM id without underscores) -> ale-py ROM id."""
+    return {rom.replace("_", ""): rom for rom in roms.get_all_rom_ids()}
+
+
+def read_games(repo: Path, commit: str) -> dict[str, Runs]:
+    """ROM id -> its runs, for every plain game file of `commit`."""
+    names = git(repo, "ls-tree", "--name-only", f"{commit}:{DATA_DIR}").split()
+    known, games = rom_ids(), {}
+    for name in sorted(n for n in names if PLAIN.match(n)):
+        stem = name.removesuffix(".json")
+        if stem not in known:
+            sys.exit(f"error: {DATA_DIR}/{name} names no ale-py ROM")
+        records = json.loads(git(repo, "show", f"{commit}:{DATA_DIR}/{name}"))
+        games[known[stem]] = split_runs(records)
+    return games
+
+
+def table(games: dict[str, Runs], header: list[str]) -> bytes:
+    """The gzipped CSV text: header comments, column names, one row per (game, agent, run)."""
+    width = 1 + max(max(run) for runs in games.values() for rs in runs.values() for run in rs)
+    text = io.StringIO()
+    text.writelines(f"# {line}\n" for line in header)
+    rows = csv.writer(text, lineterminator="\n")
+    rows.writerow(["game", "agent", "run", *range(width)])
+    for game, runs in games.items():
+        for agent, agent_runs in runs.items():
+            for index, run in enumerate(agent_runs):
+                values = [repr(run[i]) if i in run else "" for i in range(width)]
+                rows.writerow([game, agent, index, *values])
+    return gzip.compress(text.getvalue().encode(), compresslevel=9, mtime=0)
+
+
+def notice(commit: str, date: str) -> str:
+    return f"""\
+The file dopamine_atari.csv.gz in this folder is derived from the Dopamine baseline data,
+Copyright 2018 The Dopamine Authors, licensed under the Apache License, Version 2.0
+(LICENSE-dopamine in this folder; http://www.apache.org/licenses/LICENSE-2.0).
+
+Source: https://github.com/google/dopamine at commit
+{commit} ({date}),
+files {DATA_DIR}/<game>.json (the plain per-game files).
+
+Changes made: the JSON records were rewritten as one CSV row per game, agent and run; the run
+index (not in the source) was added from the order of the records, a run starting where the
+iteration restarts at 0; game names were mapped to ale-py ROM ids (spaceinvaders ->
+space_invaders). No value was changed. The file is generated by make_dopamine_reference.py in
+this folder, which is plasticity-suite's own code and contains no Dopamine code.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("repo", type=Path, help="a clone (or bare git dir) of google/dopamine")
+    p.add_argument("--commit", default="HEAD", help="commit to read (default HEAD)")
+    args = p.parse_args(argv)
+    commit = git(args.repo, "rev-parse", args.commit).strip()
+    date = git(args.repo, "log", "-1", "--format=%cs", commit).strip()
+    header = [
+        "Dopamine Atari baselines: per-iteration training returns, 5 runs per game and agent",
+        f"source: google/dopamine@{commit} {DATA_DIR}/<game>.json",
+        "licence: Apache-2.0, Copyright 2018 The Dopamine Authors (see NOTICE, LICENSE-dopamine)",
+    ]
+    OUT.write_bytes(table(read_games(args.repo, commit), header))
+    (HERE / "LICENSE-dopamine").write_text(git(args.repo, "show", f"{commit}:LICENSE"))
+    (HERE / "NOTICE").write_text(notice(commit, date))
+    print(f"{OUT}: {OUT.stat().st_size:,} bytes", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
