@@ -1,9 +1,12 @@
 """Compare variants across runs: learning curves, rliable aggregates and plasticity probes.
 
-    python report.py runs/ --out report/ --baseline dqn [--videos]
+    python report.py runs/ --out report/ --baseline dqn [--videos] [--reference dopamine]
 
 Reads what the runs already wrote (config.yaml, TensorBoard events, checkpoints) and writes
 report/index.html, report/summary.json and PNG figures. Needs the [report] extra.
+With --reference dopamine[:AGENT,...], Dopamine's published training returns (shipped with the
+package, Apache-2.0) are drawn behind every Atari curve and set beside each Atari run's returns
+at matched agent steps (`python -m analysis.reference GAME` prints them).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 from pathlib import Path
 
 from analysis.extras import require
+from analysis.reference import AGENTS, DEFAULT_AGENTS, parse_spec
 from configs.errors import UserError
 
 
@@ -26,6 +30,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--videos", action="store_true", help="record one short clip per variant")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--reference",
+        metavar="dopamine[:AGENT,...]",
+        help="draw Dopamine's published returns behind Atari curves; AGENT: "
+        f"{', '.join(AGENTS)} (default {', '.join(DEFAULT_AGENTS)})",
+    )
     return p.parse_args(argv)
 
 
@@ -38,12 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.reps < 1:
             raise UserError(f"--reps ({args.reps}) must be >= 1.")
+        reference = parse_spec(args.reference) if args.reference else ()
         report = build_report(
             Path(args.runs_dir),
             Path(args.out),
             baseline=args.baseline,
             videos=args.videos,
             bootstrap=Bootstrap(reps=args.reps, seed=args.seed),
+            reference=reference,
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

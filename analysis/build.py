@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from analysis import curves, figures, html, stats
+from analysis import reference as dopamine
 from analysis.runs import FINAL_RULE, PROBE_KEYS, Run, Skipped, load_runs
 from analysis.summary import summarize
 from configs.errors import UserError
@@ -43,6 +44,20 @@ class Report:
     videos: dict[str, dict] = field(default_factory=dict)
     """Variant -> its clip: file, run, checkpoint, frames, score (None if cut short); or the run
     and the error that kept it from being recorded."""
+    reference: tuple[str, ...] = ()
+    """Dopamine agents (short names) drawn behind the Atari curves; empty: no reference."""
+    comparisons: dict[Path, dict[str, list[dopamine.Comparison]]] = field(default_factory=dict)
+    """Run path -> agent -> the run's returns beside the reference, per iteration with episodes
+    (Atari runs of games with a reference)."""
+
+    @property
+    def without_reference(self) -> dict[str, str]:
+        """Game -> why it has no reference, for the games of the runs (empty without one)."""
+        if not self.reference:
+            return {}
+        runs = self.finished + self.partial
+        why = {r.game: dopamine.unavailable(r.game, r.is_atari) for r in runs}
+        return {game: reason for game, reason in sorted(why.items()) if reason}
 
 
 def build_report(
@@ -52,8 +67,14 @@ def build_report(
     baseline: str = "dqn",
     videos: bool = False,
     bootstrap: stats.Bootstrap | None = None,
+    reference: tuple[str, ...] = (),
 ) -> Report:
-    """Write out/index.html, out/summary.json and the figures; return what they say."""
+    """Write out/index.html, out/summary.json and the figures; return what they say.
+
+    Args:
+        reference: Dopamine agents (short names, analysis.reference.AGENTS) to draw behind the
+            Atari curves and to compare each Atari run with in summary.json.
+    """
     bootstrap = bootstrap or stats.Bootstrap()
     runs, skipped = load_runs(root)
     make_dir(out)
@@ -68,7 +89,9 @@ def build_report(
         tables=tables,
         aggregates={t.group: stats.aggregates(t, bootstrap) for t in tables},
         improvement={t.group: stats.improvement(t, baseline, bootstrap) for t in tables},
+        reference=reference,
     )
+    report = replace(report, comparisons=compare_runs(report))
     report = replace(report, plots=draw_all(report, out))
     if videos:
         report = replace(report, videos=record_clips(report.finished, out))
@@ -89,7 +112,7 @@ def draw_all(report: Report, out: Path) -> dict[str, list[Plot]]:
     palette = figures.colors(sorted({r.variant for r in report.finished}))
     return {
         html.AGGREGATES: aggregate_plots(report, out, palette),
-        "Learning curves": learning_plots(report, out, palette),
+        html.LEARNING: learning_plots(report, out, palette),
         "Plasticity probes": probe_plots(report, out, palette),
         "Probes against outcome": scatter_plots(report, out, palette),
     }
@@ -141,14 +164,62 @@ def learning_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
                 bands.append(band(variant, found, report.bootstrap))
         if bands:
             file = f"curves_{safe(game)}.png"
-            figures.learning_curves(bands, out / file, title=game, palette=palette)
+            runs = [r for r in report.finished if r.game == game]
+            end = max(float(b.steps[-1]) for b in bands)
+            references, note = reference_steps(report, runs, end)
+            figures.learning_curves(
+                bands, out / file, title=game, palette=palette, references=references
+            )
             caption = (
                 f"{game}: charts/episodic_return (raw score), mean over seeds with a 95% "
                 "bootstrap band; each run's returns averaged over a trailing window of 5% "
-                "of its episodes and interpolated on a common grid of environment steps."
+                f"of its episodes and interpolated on a common grid of environment steps.{note}"
             )
             plots.append(Plot(file, f"Learning curves: {game}", caption))
     return plots
+
+
+def reference_steps(report: Report, runs: list[Run], end: float) -> tuple[list[figures.Steps], str]:
+    """The reference curves to draw behind one game's runs up to step `end`, and the caption's
+    sentence about them."""
+    if not report.reference:
+        return [], ""
+    game = runs[0].game
+    why = dopamine.unavailable(game, runs[0].is_atari)
+    skips = sorted({r.frame_skip for r in runs})
+    if why is None and len(skips) > 1:
+        why = f"its runs differ in frame skip ({', '.join(map(str, skips))})"
+    if why is not None:
+        return [], f" No published reference: {game} is {why}."
+    steps = []
+    for agent in report.reference:
+        curve = dopamine.load(game, agent)
+        edges = dopamine.edges_until(curve, end, frame_skip=skips[0])
+        n = len(edges) - 1
+        label = f"Dopamine {curve.source_agent} (mean, min-max of {curve.values.shape[0]} runs)"
+        mean, low, high = curve.mean()[:n], curve.low()[:n], curve.high()[:n]
+        steps.append(figures.Steps(label, edges, mean, low, high))
+    note = (
+        " Behind them, Dopamine's published training returns (google/dopamine, Apache-2.0): "
+        "per iteration of 1M frames (250,000 agent steps at frame skip 4), the mean of its "
+        "runs (step line) and their min-max band."
+    )
+    return steps, note
+
+
+def compare_runs(report: Report) -> dict[Path, dict[str, list[dopamine.Comparison]]]:
+    """Every Atari run of a game with a reference: its returns beside each agent's, per
+    iteration (finished and partial runs alike)."""
+    found = {}
+    for run in report.finished + report.partial:
+        if not report.reference or dopamine.unavailable(run.game, run.is_atari):
+            continue
+        steps, values, skip = run.returns.steps, run.returns.values, run.frame_skip
+        found[run.path] = {
+            agent: dopamine.compare(dopamine.load(run.game, agent), steps, values, frame_skip=skip)
+            for agent in report.reference
+        }
+    return found
 
 
 def probe_plots(report: Report, out: Path, palette: dict) -> list[Plot]:

@@ -28,6 +28,22 @@ class Band:
     runs: int
 
 
+@dataclass(frozen=True, eq=False)
+class Steps:
+    """A published reference as a step function: `mean`, `low`, `high` hold on
+    [edges[i], edges[i+1]) (len(edges) = len(mean) + 1)."""
+
+    label: str
+    edges: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+REFERENCE_STYLES = (("black", "--"), ("saddlebrown", ":"), ("dimgray", "-."))
+"""Colour and line style of each reference drawn behind the variants (cycled)."""
+
+
 @dataclass(frozen=True)
 class Point:
     """One run in a scatter figure."""
@@ -59,10 +75,29 @@ def draw_bands(ax, bands: list[Band], palette: dict[str, tuple]) -> None:
     ax.set_xlabel("environment steps")
 
 
-def learning_curves(bands: list[Band], path: Path, *, title: str, palette: dict) -> Path:
-    """Episode return against environment steps, one line per variant with its band."""
+def draw_references(ax, references: list[Steps]) -> None:
+    """Each reference's mean as a dashed step line over its min-max band, behind the variants."""
+    for i, ref in enumerate(references):
+        color, style = REFERENCE_STYLES[i % len(REFERENCE_STYLES)]
+        band = {"baseline": ref.low, "fill": True, "alpha": 0.12, "zorder": 0.5}
+        ax.stairs(ref.high, ref.edges, color=color, **band)
+        line = {"baseline": None, "linestyle": style, "linewidth": 1.4, "zorder": 0.6}
+        ax.stairs(ref.mean, ref.edges, color=color, label=ref.label, **line)
+
+
+def learning_curves(
+    bands: list[Band],
+    path: Path,
+    *,
+    title: str,
+    palette: dict,
+    references: list[Steps] | None = None,
+) -> Path:
+    """Episode return against environment steps, one line per variant with its band, and
+    `references` (published curves) behind them."""
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
+    draw_references(ax, references or [])
     draw_bands(ax, bands, palette)
     ax.set_ylabel("episode return (smoothed)")
     ax.set_title(title)

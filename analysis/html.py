@@ -5,10 +5,13 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
+from analysis import reference as dopamine
 from analysis.runs import FINAL_RULE, Run
 
 AGGREGATES = "Aggregates"
 """The plots section shown under the aggregate tables."""
+LEARNING = "Learning curves"
+"""The plots section the published baselines' section follows."""
 
 if TYPE_CHECKING:  # build imports this module; the type only for hints
     from analysis.build import Plot, Report
@@ -34,7 +37,11 @@ def render(report: Report) -> str:
         f"<code>{escape(str(report.root))}</code>. Final return: {escape(FINAL_RULE)}. "
         f"Confidence intervals: stratified bootstrap ({report.bootstrap.reps} reps, rliable).</p>",
         *aggregate_section(report),
-        *[plot_section(name, plots) for name, plots in report.plots.items() if name != AGGREGATES],
+        *[
+            section(name, plots, report)
+            for name, plots in report.plots.items()
+            if name != AGGREGATES
+        ],
         videos_section(report.videos),
         runs_section("Finished runs", report.finished),
         partial_section(report.partial),
@@ -107,6 +114,61 @@ def plot_section(name: str, plots: list[Plot]) -> str:
     if not plots:
         return ""
     return f"<h2>{escape(name)}</h2>{''.join(figure(p) for p in plots)}"
+
+
+def section(name: str, plots: list[Plot], report: Report) -> str:
+    """A plots section; the learning curves followed by the published baselines."""
+    return plot_section(name, plots) + (reference_section(report) if name == LEARNING else "")
+
+
+def reference_section(report: Report) -> str:
+    """What is drawn behind the Atari curves, each run's last iteration beside it, and the
+    games without a reference; empty when the report was asked for none."""
+    if not report.reference:
+        return ""
+    agents = ", ".join(f"{a} ({dopamine.AGENTS[a]})" for a in report.reference)
+    note = (
+        f"Behind each Atari learning curve: Dopamine's published training returns of {agents}, "
+        f"{dopamine.table().header.get('source', '')}, Apache-2.0 (Copyright 2018 The "
+        "Dopamine Authors; see analysis/data/NOTICE). A value is one Dopamine run's average "
+        "return over the training episodes of an iteration of 1M frames (250,000 agent steps "
+        "at frame skip 4), with sticky actions; the step line is the mean of its runs, the band "
+        "their min and max. Below, each run's last iteration with episodes: the mean return "
+        "of its episodes that ended in it beside the reference there, and its percentile among "
+        f"the reference runs ({dopamine.PERCENTILE_RULE}). summary.json has every "
+        "iteration."
+    )
+    parts = [f"<h2>Published baselines</h2><p class='note'>{escape(note)}</p>"]
+    rows = reference_rows(report)
+    if rows:
+        head = (
+            "<tr><th>run</th><th>agent</th><th>iteration (agent steps)</th><th>episodes</th>"
+            "<th>return</th><th>reference mean [min, max]</th><th>percentile</th></tr>"
+        )
+        parts.append(f"<table>{head}{rows}</table>")
+    missing = report.without_reference
+    if missing:
+        items = "".join(f"<li>{escape(g)}: {escape(why)}</li>" for g, why in missing.items())
+        parts.append(f"<p>No published reference for:</p><ul>{items}</ul>")
+    return "".join(parts)
+
+
+def reference_rows(report: Report) -> str:
+    rows = []
+    for run in report.finished + report.partial:
+        for agent, found in report.comparisons.get(run.path, {}).items():
+            if not found:
+                continue
+            last = found[-1]
+            ref = last.reference
+            rows.append(
+                f"<tr><td>{escape(run.name)}</td><td>{escape(agent)}</td>"
+                f"<td>{ref.iteration} ({last.steps[0]:,}–{last.steps[1]:,})</td>"
+                f"<td>{last.episodes}</td><td>{last.mean_return:.4g}</td>"
+                f"<td>{ref.mean:.4g} [{ref.low:.4g}, {ref.high:.4g}]</td>"
+                f"<td>{ref.percentile:g}</td></tr>"
+            )
+    return "".join(rows)
 
 
 def videos_section(videos: dict[str, dict]) -> str:

@@ -58,6 +58,8 @@ class Run:
     """Step of the newest checkpoint (0 when there is none)."""
     returns: Series
     probes: dict[str, Series] = field(default_factory=dict)
+    frame_skip: int = 4
+    """env.frame_skip of the config: an agent step is this many frames (Atari)."""
 
     @property
     def name(self) -> str:
@@ -151,6 +153,7 @@ def read_run(path: Path) -> Run:
         game, is_atari = resolve_env_id(str(config["env"]["id"]))
         variant, seed = str(config["variant"]), int(config["train"]["seed"])
         total_steps = int(config["train"]["total_steps"])
+        frame_skip = int(config["env"].get("frame_skip", 4))
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(f"{path / 'config.yaml'} lacks a key the report needs: {error}") from None
     scalars = read_scalars(path)
@@ -166,6 +169,7 @@ def read_run(path: Path) -> Run:
         step=checkpoint_step(path),
         returns=scalars.get(RETURN_TAG, empty),
         probes=probes,
+        frame_skip=frame_skip,
     )
 
 

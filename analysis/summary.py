@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from analysis import reference as dopamine
 from analysis.runs import FINAL_RULE, Run
 from analysis.stats import ScoreTable
 
@@ -39,10 +40,43 @@ def summarize(report: Report) -> dict:
         "bootstrap": report.bootstrap.to_dict(),
         "final_return": FINAL_RULE,
         "aggregates": {t.group: table_entry(t, report) for t in report.tables},
-        "runs": [run_entry(r, id(r) in used) for r in report.finished],
-        "partial_runs": [run_entry(r, False) for r in report.partial],
+        "runs": [with_reference(run_entry(r, id(r) in used), r, report) for r in report.finished],
+        "partial_runs": [with_reference(run_entry(r, False), r, report) for r in report.partial],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
         "videos": report.videos,
+        "reference": reference_entry(report),
+    }
+
+
+def with_reference(entry: dict, run: Run, report: Report) -> dict:
+    """The run's entry with, when the report draws a reference, `reference`: agent -> per
+    iteration with episodes its mean return beside the reference's (None for a game without)."""
+    if not report.reference:
+        return entry
+    found = report.comparisons.get(run.path)
+    entry["reference"] = (
+        None
+        if found is None
+        else {agent: [c.to_dict() for c in comparisons] for agent, comparisons in found.items()}
+    )
+    return entry
+
+
+def reference_entry(report: Report) -> dict | None:
+    """What the runs' `reference` entries compare with, and the games left without one."""
+    if not report.reference:
+        return None
+    header = dopamine.table().header
+    return {
+        "source": header.get("source"),
+        "licence": header.get("licence"),
+        "agents": {a: dopamine.AGENTS[a] for a in report.reference},
+        "iteration": "1M frames: agent steps s with floor(s * frame_skip / 1e6) = i",
+        "return": "mean of the run's episodic returns logged at steps within the iteration",
+        "reference_value": "a Dopamine run's average return over the training episodes of the "
+        "iteration (raw score, sticky actions)",
+        "percentile": dopamine.PERCENTILE_RULE,
+        "games_without": report.without_reference,
     }
 
 
