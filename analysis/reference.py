@@ -52,9 +52,9 @@ AGENTS = {
     "quantile": "Quantile (JAX)",
 }
 """Short name -> the source's agent name. `dqn_adam_mse` is Dopamine's JAX DQN as its dqn.gin
-sets it (Adam at lr 6.25e-5 and eps 1.5e-4, MSE loss): our `dqn` variant has the same optimiser
-but a Huber loss (`mse` makes it the same loss). `dqn` is the source's "DQN" (by its README the
-TensorFlow agent: RMSProp, Huber loss); `quantile` is QR-DQN."""
+sets it (Adam at lr 6.25e-5 and eps 1.5e-4, MSE loss), the configuration our `dqn` variant
+reproduces; `dqn` is the source's "DQN" (by its README the TensorFlow agent: RMSProp, Huber
+loss); `quantile` is QR-DQN."""
 DEFAULT_AGENTS = ("dqn_adam_mse",)
 PERCENTILE_RULE = "100 * (#{v < x} + 0.5 * #{v = x}) / n over the n reference runs' values v"
 
