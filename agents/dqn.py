@@ -14,8 +14,9 @@ from torch import Tensor, nn
 from agents.checkpoint import NonFiniteError
 from agents.losses import Metrics, make_loss
 from configs.schema import AgentConfig
-from interventions.regen import anchors, regen_penalty
+from interventions.regen import regen_penalty
 from networks import NoiseSampler, QNetwork
+from networks.roles import regularized
 from replay import Batch
 
 
@@ -26,17 +27,12 @@ def linear_epsilon(step: int, *, start: float, end: float, decay_steps: int, war
     return end + (1.0 - progress) * (start - end)
 
 
-def regularized(network: nn.Module, which: str) -> list[nn.Parameter]:
-    """Parameters that L2 and weight decay act on: matrices and kernels (`weights`), or `all`."""
-    return [p for p in network.parameters() if which == "all" or p.ndim > 1]
-
-
 def make_optimizer(network: nn.Module, config: AgentConfig) -> torch.optim.Optimizer:
     """Adam, or AdamW (decoupled weight decay on the regularized parameters only) when
     weight_decay > 0. Fused kernels: on 2 CPU cores they step the Nature CNN ~10x faster."""
     if config.weight_decay == 0:
         return torch.optim.Adam(network.parameters(), lr=config.lr, eps=config.adam_eps, fused=True)
-    decayed = {id(p) for p in regularized(network, config.regularize)}
+    decayed = {id(p) for _, p in regularized(network, config.regularize)}
     groups = [
         {"params": [p for p in network.parameters() if id(p) in decayed]},
         {"params": [p for p in network.parameters() if id(p) not in decayed], "weight_decay": 0.0},
@@ -80,10 +76,11 @@ class DQNAgent:
         self.priorities = torch.zeros(0, device=device)
         """Per-sample priorities of the latest update (on the device), for a prioritized replay."""
         self.optimizer = make_optimizer(self.online, config)
-        self.penalized = regularized(self.online, config.regularize) if config.l2 > 0 else []
-        # Regenerative regularisation pulls the same parameters toward their initial values.
-        self.anchored = regularized(self.online, config.regularize) if config.regen > 0 else []
-        self.anchors = anchors(self.anchored)
+        # Regenerative regularisation pulls the regularized parameters toward their initial
+        # values: θ⁰ by parameter name, taken when a parameter is first seen (at build time, or
+        # for an injected head when it appears), so a new head is anchored at its own draw.
+        self.anchors: dict[str, Tensor] = {}
+        self.anchor_new_parameters()
         self.rng = np.random.default_rng(seed)
         self.updates = 0
         # The latest TD loss, or the first non-finite one, kept on the device: updates never sync
@@ -113,7 +110,7 @@ class DQNAgent:
     ) -> np.ndarray:
         """One action per env: greedy from one batched forward pass, random with probability ε.
         An evaluation passes its own `rng`, so that evaluating never changes training's draws."""
-        if rng is None:  # training acts with fresh noise; an evaluation keeps the current draw
+        if rng is None:  # training acts with fresh noise; an evaluation acts in eval mode
             self.acting_noise.resample()
         rng = rng or self.rng
         num_envs, num_actions = len(obs), self.online.head.num_actions
@@ -160,12 +157,14 @@ class DQNAgent:
         """One optimiser step on `loss` plus the L2 and regen penalties, with the gradient clipped
         when that is set (the lab fits its targets through this too). Returns the gradient norm,
         and regen's distance when regen is on."""
-        metrics = {}
-        if self.penalized:
-            loss = loss + self.config.l2 * sum(p.square().sum() for p in self.penalized)
-        if self.anchored:
-            distance = regen_penalty(self.anchored, self.anchors)
-            loss = loss + self.config.regen * distance
+        metrics, c = {}, self.config
+        if c.l2 > 0:
+            loss = loss + c.l2 * sum(p.square().sum() for _, p in self.regularized())
+        if c.regen > 0:
+            self.anchor_new_parameters()
+            named = self.regularized()
+            distance = regen_penalty([p for _, p in named], [self.anchors[n] for n, _ in named])
+            loss = loss + c.regen * distance
             metrics["interventions/regen"] = distance
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -173,6 +172,20 @@ class DQNAgent:
         self.optimizer.step()
         self.updates += 1
         return metrics
+
+    def regularized(self) -> list[tuple[str, nn.Parameter]]:
+        """The online parameters L2 and regen act on now (networks.roles): read at every step, so
+        a head that an intervention adds (inject) is covered and a frozen one is not."""
+        return list(regularized(self.online, self.config.regularize))
+
+    def anchor_new_parameters(self) -> None:
+        """θ⁰ for every regularized parameter without one yet, and none for a parameter no longer
+        regularized (a head frozen by inject); a no-op without regen."""
+        if self.config.regen > 0:
+            self.anchors = {
+                name: self.anchors[name] if name in self.anchors else param.detach().clone()
+                for name, param in self.regularized()
+            }
 
     def gradient_norm(self) -> Tensor:
         """The gradient's global L2 norm, after clipping it to max_grad_norm when that is set.
@@ -219,7 +232,7 @@ class DQNAgent:
             "optimizer": self.optimizer.state_dict(),
             "updates": self.updates,
             "rng": self.rng.bit_generator.state,
-            "anchors": self.anchors,  # regen's initial parameters ([] without regen)
+            "anchors": self.anchors,  # regen's θ⁰ by parameter name ({} without regen)
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -228,5 +241,5 @@ class DQNAgent:
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = int(state["updates"])
         self.rng.bit_generator.state = state["rng"]
-        for anchor, saved in zip(self.anchors, state.get("anchors", []), strict=False):
-            anchor.copy_(saved)
+        self.anchors = {n: a.to(self.device) for n, a in state.get("anchors", {}).items()}
+        self.anchor_new_parameters()

@@ -71,7 +71,7 @@ def grid_variants(name: str) -> list[str]:
 
 
 def option_keys(option: str) -> dict:
-    """The keys one option sets."""
+    """The keys one option sets (a combined option's own keys, without its `options` list)."""
     match = NSTEP.match(option)
     if match:
         return {"agent": {"n_step": int(match.group(1))}}
@@ -82,7 +82,8 @@ def option_keys(option: str) -> dict:
         raise UserError(
             f"Unknown option '{option}' in --variant.{hint_text} Known options: {known}."
         )
-    return load_yaml(CONFIG_DIR / "variants" / f"{option}.yaml", "Option file")
+    keys = load_yaml(CONFIG_DIR / "variants" / f"{option}.yaml", "Option file")
+    return {k: v for k, v in keys.items() if k != "options"}
 
 
 def expand_option(option: str) -> list[str]:
@@ -91,36 +92,45 @@ def expand_option(option: str) -> list[str]:
     if NSTEP.match(option) or option not in available("variants"):
         return [option]
     keys = load_yaml(CONFIG_DIR / "variants" / f"{option}.yaml", "Option file")
-    return list(keys["options"]) if set(keys) == {"options"} else [option]
+    return list(keys.get("options", [option]))
+
+
+PART, OWN, NAMED = 0, 1, 2
+"""Who sets a key, by precedence: a part of a combined option, the combined option's own keys
+(they adjust its parts, e.g. rainbow's Adam settings over c51's), an option named outright."""
+
+
+def option_layers(given: str) -> list[tuple[str, str, int]]:
+    """(option, label, precedence) for each option that `given` applies, in order."""
+    parts = expand_option(given)
+    if parts == [given]:
+        return [(given, f"'{given}'", NAMED)]
+    layers = [(part, f"'{part}' (from '{given}')", PART) for part in parts]
+    return [*layers, (given, f"'{given}'", OWN)]
 
 
 def variant_keys(variant: str) -> dict:
-    """Merge the options of `a+b+c` (a combined option as its parts). A part of a combined option
-    yields to an option named outright (`rainbow+hl_gauss` is Rainbow with HL-Gauss in place of
-    C51's loss); any other two options setting one key to different values clash, and the error
-    names both (and the combined option they came from)."""
+    """Merge the options of `a+b+c` (a combined option as its parts, then its own keys). A key set
+    at a higher precedence (PART < OWN < NAMED) replaces one set at a lower: `rainbow+hl_gauss`
+    is Rainbow with HL-Gauss in place of C51's loss. Two options of the same precedence that set
+    one key to different values clash, and the error names both (and where they came from)."""
     merged: dict = {}
-    owners: dict[
-        str, tuple[str, bool]
-    ] = {}  # key -> (who set it, whether a combined option's part)
+    owners: dict[str, tuple[str, int]] = {}  # key -> (who set it, precedence)
     for given in [o.strip() for o in variant.split("+")]:
         if not given:
             raise UserError(f"--variant '{variant}' has an empty option; join options with '+'.")
-        parts = expand_option(given)
-        is_part = parts != [given]
-        for option in parts:
-            name = f"'{option}' (from '{given}')" if is_part else f"'{option}'"
+        for option, name, rank in option_layers(given):
             for key, value in flatten(option_keys(option)).items():
                 if key in merged and merged[key] != value:
-                    owner, owner_is_part = owners[key]
-                    if is_part and not owner_is_part:
-                        continue  # the option named outright keeps the key
-                    if is_part or not owner_is_part:
+                    owner, owner_rank = owners[key]
+                    if rank < owner_rank:
+                        continue  # the higher precedence keeps the key
+                    if rank == owner_rank:
                         raise UserError(
                             f"Options {owner} and {name} clash in --variant '{variant}': they set "
                             f"{key} to {merged[key]!r} and {value!r}. Drop one of them."
                         )
-                merged[key], owners[key] = value, (name, is_part)
+                merged[key], owners[key] = value, (name, rank)
     return unflatten(merged)
 
 

@@ -9,6 +9,7 @@ from typing import Literal
 Loss = Literal["huber", "mse", "c51", "two_hot", "hl_gauss"]
 ValueTransform = Literal["none", "signed_hyperbolic"]
 Device = Literal["auto", "cpu", "cuda"]
+InitScheme = Literal["torch", "xavier_uniform", "variance_scaling"]
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,13 @@ class NetworkConfig:
     """Dueling head: value and advantage streams, Q = V + A - mean_a A (per atom for categorical
     heads; Wang et al. 2016)."""
     noisy: bool
-    """Factorised Gaussian noisy linear layers in the head (Fortunato et al. 2018)."""
+    """Factorised Gaussian noisy layers in place of every fully connected layer, the torso's and the
+    head's (Fortunato et al. 2018)."""
     noisy_sigma0: float
     """Initial noise scale sigma_0: each sigma starts at sigma_0 / sqrt(fan_in)."""
+    init: InitScheme
+    """Weight init of Linear and conv layers: `xavier_uniform` with zero biases (Dopamine's JAX
+    DQN), `variance_scaling` (Dopamine's C51) or `torch` (PyTorch's default, CleanRL's)."""
     nonlinearity: Literal["relu", "crelu"]
     """Hidden nonlinearity: `relu`, or `crelu` = [relu(z), relu(-z)] with every hidden width
     scaled by 1/sqrt(2), which keeps the parameter count close to ReLU's (Abbas et al. 2023)."""

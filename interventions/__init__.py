@@ -24,10 +24,10 @@ from configs.schema import (
 from envs import derived_seed
 from interventions.inject import InjectedHead, inject, is_injected
 from interventions.redo import recycle
-from interventions.regen import anchors, regen_penalty
+from interventions.regen import regen_penalty
 from interventions.resets import FreshDraws, reset_last_layers, shrink_perturb
 
-__all__ = ["InjectedHead", "Interventions", "anchors", "regen_penalty"]
+__all__ = ["InjectedHead", "Interventions", "regen_penalty"]
 
 
 def due(schedule: RedoConfig | ResetHeadConfig | ShrinkPerturbConfig, updates: int) -> bool:

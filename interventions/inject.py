@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from probes.fit import reset_all
+from networks.init import reset_all
 
 
 class InjectedHead(nn.Module):

@@ -13,8 +13,3 @@ def regen_penalty(params: Sequence[Tensor], initial: Sequence[Tensor]) -> Tensor
     """Σ_i ‖θ_i − θ_i⁰‖²; the loss adds λ times it, so one SGD step of rate η on it alone gives
     θ ← θ − 2ηλ(θ − θ⁰): each weight moves toward its initial value by the fraction 2ηλ."""
     return sum((p - p0).square().sum() for p, p0 in zip(params, initial, strict=True))
-
-
-def anchors(params: Sequence[Tensor]) -> list[Tensor]:
-    """Detached copies of the parameters as they are now (at initialisation): θ⁰."""
-    return [p.detach().clone() for p in params]

@@ -10,15 +10,16 @@ import torch
 from torch import Tensor, nn
 
 from networks import NoisyLinear
-from probes.fit import reset_all
+from networks.init import reset_all
 
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, NoisyLinear)
 """Layers whose parameters' first dimension indexes their output units (rows, channels)."""
 
 
 class FreshDraws:
-    """New initialisations of a network: a scratch copy re-initialised by every submodule's
-    `reset_parameters` (PyTorch's default init, the layers' own) under torch.manual_seed(seed).
+    """New initialisations of a network: a scratch copy re-initialised by every layer's own
+    initialisation (`networks.init.reset_all`: the scheme it was built with) under
+    torch.manual_seed(seed).
     The global RNG is restored afterwards, so a draw never changes the run's other randomness."""
 
     def __init__(self, network: nn.Module) -> None:

@@ -19,6 +19,7 @@ from networks.heads import (
     make_head,
     make_support,
 )
+from networks.init import initialise
 from networks.noisy import NoiseSampler, NoisyLinear
 from networks.torsos import MLP, MinAtarCNN, NatureCNN, layer_norm
 
@@ -77,9 +78,12 @@ def build_network(
     obs_shape: Sequence[int], num_actions: int, config: NetworkConfig, *, categorical: bool
 ) -> QNetwork:
     """Nature CNN for image stacks ([C, H, W]), MinAtar's CNN for maps too small for it (MinAtar's
-    10x10), MLP for vectors; scalar or categorical head, plain or dueling, with plain or noisy
-    linear layers (the torso is the same for all)."""
-    options = torso_options(config)
+    10x10), MLP for vectors; scalar or categorical head, plain or dueling. With `noisy`, every
+    fully connected layer is noisy, the torso's as well as the head's (Fortunato et al. 2018, §4;
+    Dopamine's FullRainbowNetwork); the convolutions never are. Linear and conv layers are drawn
+    by `config.init` (networks.init), noisy layers by their own rule."""
+    linear = head_linear(config)
+    options = {**torso_options(config), "linear": linear}
     if len(obs_shape) == 1:
         torso = MLP(int(obs_shape[0]), hidden=config.mlp_hidden, **options)
     elif min(obs_shape[1:]) >= NatureCNN.MIN_SIDE:
@@ -88,9 +92,9 @@ def build_network(
         torso = MinAtarCNN(obs_shape, **options)
     support = make_support(config.v_min, config.v_max, config.num_atoms) if categorical else None
     head = make_head(
-        torso.out_features, num_actions, support, dueling=config.dueling, linear=head_linear(config)
+        torso.out_features, num_actions, support, dueling=config.dueling, linear=linear
     )
-    return QNetwork(torso, head)
+    return initialise(QNetwork(torso, head), config.init)
 
 
 def torso_options(config: NetworkConfig) -> dict:
@@ -103,7 +107,7 @@ def torso_options(config: NetworkConfig) -> dict:
 
 
 def head_linear(config: NetworkConfig) -> Linear:
-    """The head's linear layers: noisy ones (σ₀ from the config) for the `noisy` option."""
+    """The fully connected layers: noisy ones (σ₀ from the config) for the `noisy` option."""
     if config.noisy:
         return partial(NoisyLinear, sigma0=config.noisy_sigma0)
     return nn.Linear

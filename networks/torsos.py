@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from networks.activations import expansion
+from networks.heads import Linear
 
 Norm = Callable[[Sequence[int]], nn.Module] | None
 """Builds a normalisation layer for activations of the given per-sample shape; None for none."""
@@ -42,7 +43,8 @@ def conv_out(size: int, kernel: int, stride: int) -> int:
 class ConvTorso(nn.Sequential):
     """Conv layers given as (out channels, kernel, stride), then one fully connected layer; each
     layer a hidden block. Layers are named conv1, conv2, ..., flatten, fc. `act` is the hidden
-    nonlinearity and `scale` multiplies every width (channels and `hidden`), e.g. for CReLU."""
+    nonlinearity, `scale` multiplies every width (channels and `hidden`), e.g. for CReLU, and
+    `linear` builds the fully connected layer (a noisy one for the `noisy` option)."""
 
     def __init__(
         self,
@@ -53,6 +55,7 @@ class ConvTorso(nn.Sequential):
         norm: Norm = None,
         act: type[nn.Module] = nn.ReLU,
         scale: float = 1.0,
+        linear: Linear = nn.Linear,
     ) -> None:
         channels, height, width = in_shape
         layers: list = []
@@ -64,7 +67,7 @@ class ConvTorso(nn.Sequential):
             channels = out * expansion(act)
         layers.append(("flatten", nn.Flatten()))
         hidden = round(hidden * scale)
-        fc = nn.Linear(channels * height * width, hidden)
+        fc = linear(channels * height * width, hidden)
         layers += hidden_block("fc", fc, (hidden,), norm, act)
         super().__init__(OrderedDict(layers))
         self.out_features = hidden * expansion(act)
@@ -91,7 +94,8 @@ class MinAtarCNN(ConvTorso):
 
 
 class MLP(nn.Sequential):
-    """Fully connected layers for vector observations; `act` and `scale` as in ConvTorso."""
+    """Fully connected layers for vector observations; `act`, `scale` and `linear` as in
+    ConvTorso."""
 
     def __init__(
         self,
@@ -101,11 +105,12 @@ class MLP(nn.Sequential):
         norm: Norm = None,
         act: type[nn.Module] = nn.ReLU,
         scale: float = 1.0,
+        linear: Linear = nn.Linear,
     ) -> None:
         layers: list = []
         for index, width in enumerate(hidden, 1):
             width = round(width * scale)
-            fc = nn.Linear(in_features, width)
+            fc = linear(in_features, width)
             layers += hidden_block(f"fc{index}", fc, (width,), norm, act)
             in_features = width * expansion(act)
         super().__init__(OrderedDict(layers))

@@ -13,16 +13,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from networks.init import reset_all
+
 LOSS_FLOOR = 1e-12
 """Keeps the ratio finite if the fresh network fits the targets exactly."""
-
-
-def reset_all(model: nn.Module) -> None:
-    """PyTorch's default initialisation: `reset_parameters()` on every submodule that has it."""
-    for module in model.modules():
-        reset = getattr(module, "reset_parameters", None)
-        if callable(reset):
-            reset()
 
 
 def fresh_copy(
@@ -110,7 +104,7 @@ def probe_fit_loss(
     100) to unit scale, so large-target training shows up as lost plasticity (Lyle et al. 2024).
     `relative=True` fits each net to its own initial outputs plus the targets instead: trainability
     alone, without the cost of moving the output scale. `reinit` sets the "fresh" initialisation
-    (default: each submodule's `reset_parameters`, PyTorch's default init).
+    (default: each layer's own initialisation, `networks.init.reset_all`).
     """
     targets = standardise(_flat_outputs(fresh_copy(model, seed, reinit).eval(), inputs, batch_size))
     losses = []

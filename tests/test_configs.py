@@ -15,20 +15,15 @@ from configs import (
 )
 
 
-def test_defaults_are_dopamine_dqn():
-    c = resolve()
-    assert (c.variant, c.env.id, c.agent.loss, c.agent.lr, c.agent.adam_eps) == (
-        "dqn",
-        "Pong",
-        "huber",
-        6.25e-5,
-        1.5e-4,
-    )
-    assert (c.agent.target_update_interval, c.agent.learning_starts, c.replay.capacity) == (
-        8000,
-        20000,
-        1_000_000,
-    )
+def test_a_combined_options_own_keys_win_over_its_parts_and_yield_to_named_options():
+    # rainbow's parts include c51 (Adam 2.5e-4 / 3.125e-4); rainbow's own keys restore
+    # Dopamine's full_rainbow Adam (6.25e-5 / 1.5e-4), and hl_gauss named outright replaces c51.
+    c = resolve(variant="rainbow")
+    assert (c.agent.loss, c.agent.lr, c.agent.adam_eps) == ("c51", 6.25e-5, 1.5e-4)
+    assert (c.network.noisy_sigma0, c.network.init) == (0.1, "xavier_uniform")
+    c = resolve(variant="rainbow+hl_gauss")
+    assert (c.agent.loss, c.agent.lr) == ("hl_gauss", 6.25e-5)
+    assert resolve(variant="c51").agent.lr == 2.5e-4
 
 
 def test_a_variant_merges_its_options_in_order():
