@@ -14,6 +14,7 @@ from agents.checkpoint import write_atomic
 from agents.dqn import DQNAgent
 from configs import Config, to_dict
 from envs import derived_seed, make_env, play_episodes
+from probes.observe import eval_mode
 
 BEST = "best.pt"
 
@@ -30,7 +31,8 @@ def evaluation_seed(seed: int, step: int) -> int:
 
 def play(agent: DQNAgent, config: Config, *, seed: int, step: int) -> list[float]:
     """Raw scores of `eval.episodes` games played at eval_epsilon on a fresh env (continual
-    MinAtar: the game trained at `step`)."""
+    MinAtar: the game trained at `step`), in eval mode: noisy layers act on their mean weights,
+    as Dopamine evaluates."""
     e = config.eval
     env, _, obs = make_env(
         config.env.id, min(e.num_envs, e.episodes), seed, config.env, step=step, switching=False
@@ -38,13 +40,14 @@ def play(agent: DQNAgent, config: Config, *, seed: int, step: int) -> list[float
     rng = np.random.default_rng(seed)
     epsilon = config.agent.eval_epsilon
     try:
-        games = play_episodes(
-            env,
-            obs,
-            lambda o: agent.act(o, epsilon, rng=rng),
-            e.episodes,
-            life_loss_terminal=config.env.terminal_on_life_loss,
-        )
+        with eval_mode(agent.online):
+            games = play_episodes(
+                env,
+                obs,
+                lambda o: agent.act(o, epsilon, rng=rng),
+                e.episodes,
+                life_loss_terminal=config.env.terminal_on_life_loss,
+            )
     finally:
         env.close()
     return [game.score for game in games]

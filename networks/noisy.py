@@ -4,9 +4,11 @@ y = (μ_w + σ_w ⊙ ε_w) x + μ_b + σ_b ⊙ ε_b, with ε_w = f(ε_out) f(ε_
 ε_in ~ N(0, I_p), ε_out ~ N(0, I_q) and f(x) = sgn(x) √|x|. Initialisation (§3.2, factorised):
 μ ~ U[-1/√p, 1/√p], σ = σ₀/√p.
 
-The noise lives in (non-persistent) buffers and is drawn only by `resample`: the layer is a
-deterministic function of its parameters and buffers between two draws, so the probes, the NTK
-(torch.func) and `probe_fit_loss` all see the one sample the network last acted or learned with.
+The noise lives in (non-persistent) buffers and is drawn only by `resample`. In eval mode
+(`module.eval()`) the layer is its mean, y = μ_w x + μ_b, as Dopamine's `NoisyNetwork` with
+`eval_mode=True` (dopamine/jax/networks.py): evaluation phases, evaluate.py, videos and the probes
+(which measure in eval mode) are deterministic functions of the saved parameters. Training acts
+and learns in train mode, with the sample last drawn.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class NoisyLinear(nn.Module):
         self.eps_out.copy_(scaled_noise(self.out_features, device=self.eps_out.device))
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training:  # the mean network, as Dopamine's eval_mode sets ε to zero
+            return F.linear(x, self.weight_mu, self.bias_mu)
         weight = self.weight_mu + self.weight_sigma * torch.outer(self.eps_out, self.eps_in)
         bias = self.bias_mu + self.bias_sigma * self.eps_out
         return F.linear(x, weight, bias)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -99,29 +100,46 @@ def rainbow_net() -> nn.Module:
     return build_network((4, 84, 84), 4, config, categorical=True)
 
 
-def test_rainbow_head_layers_have_readable_names_for_the_probes() -> None:
+def test_rainbow_makes_every_fully_connected_layer_noisy_and_the_probes_name_them() -> None:
     net = rainbow_net()
-    assert isinstance(net.head.value.fc, NoisyLinear) and isinstance(
-        net.head.advantage.fc, NoisyLinear
-    )
-    assert not any(isinstance(m, NoisyLinear) for m in net.torso.modules())  # torso as in dqn
+    noisy = [name for name, m in net.named_modules() if isinstance(m, NoisyLinear)]
+    assert noisy == ["torso.fc", "head.value.fc", "head.advantage.fc"]  # Dopamine's FullRainbow
+    assert net.torso.fc.weight_sigma[0, 0].item() == pytest.approx(0.1 / math.sqrt(3136))
     figures = probes.measure(net, torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8),
                              ntk_batch=4, ntk_readout=net.q_values)  # fmt: skip
-    assert "param_norm/head.value.fc" in figures and "param_norm/head.advantage.fc" in figures
-    assert all(math.isfinite(v) for v in figures.values())
+    for name in noisy:  # ‖θ‖ of the layer: μ and σ of weights and biases, in float64
+        layer = net.get_submodule(name)
+        by_hand = math.sqrt(sum(p.double().square().sum().item() for p in layer.parameters()))
+        assert figures[f"param_norm/{name}"] == pytest.approx(by_hand, rel=1e-6)
 
 
-def test_probes_see_the_noise_last_drawn_and_leave_it_alone() -> None:
+def test_eval_mode_is_the_mean_network_whatever_noise_was_drawn() -> None:
+    # Dopamine's NoisyNetwork with eval_mode=True: ε = 0, y = μ_w x + μ_b.
+    layer = NoisyLinear(3, 2, sigma0=0.5)
+    x = torch.randn(5, 3)
+    layer.eval()
+    with torch.no_grad():
+        mean = x @ layer.weight_mu.T + layer.bias_mu
+        assert torch.equal(layer(x), mean)
+        layer.resample()
+        assert torch.equal(layer(x), mean)
+        layer.train()
+        assert not torch.allclose(layer(x), mean)
+
+
+def test_probes_measure_the_mean_network_and_leave_the_noise_alone() -> None:
     net = rainbow_net()
     x = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
     before = net.head.advantage.fc.eps_out.clone()
     first = probes.measure(net, x, ntk_batch=2, ntk_readout=net.q_values)
-    assert first == probes.measure(net, x, ntk_batch=2, ntk_readout=net.q_values)
-    assert torch.equal(net.head.advantage.fc.eps_out, before)
+    assert torch.equal(net.head.advantage.fc.eps_out, before) and net.training
+    for layer in (m for m in net.modules() if isinstance(m, NoisyLinear)):
+        layer.resample()  # another draw: the same mean network, the same figures
+    assert probes.measure(net, x, ntk_batch=2, ntk_readout=net.q_values) == first
     with torch.no_grad():
         out = net(x)
         net.head.advantage.fc.resample()
-        assert not torch.equal(net(x), out)  # a new draw is a different network
+        assert not torch.equal(net(x), out)  # in train mode a new draw is a different network
 
 
 def test_a_noisy_agent_explores_by_noise_and_redraws_it_to_act_and_learn() -> None:
