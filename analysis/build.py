@@ -196,7 +196,7 @@ def reference_steps(report: Report, runs: list[Run], end: float) -> tuple[list[f
         curve = dopamine.load(game, agent)
         edges = dopamine.edges_until(curve, end, frame_skip=skips[0])
         n = len(edges) - 1
-        label = f"Dopamine {curve.source_agent} (mean, min-max of {curve.values.shape[0]} runs)"
+        label = f"Dopamine {curve.source_agent} ({curve.values.shape[0]} runs)"
         mean, low, high = curve.mean()[:n], curve.low()[:n], curve.high()[:n]
         steps.append(figures.Steps(label, edges, mean, low, high))
     note = (
