@@ -142,7 +142,10 @@ class Trainer:
             else:  # an empty buffer warms up again before the updates resume
                 refill = self.step
         self.learning_starts = c.agent.learning_starts + refill
-        self.probes = ProbeSchedule(c.probes, seed=c.train.seed)
+        redo = c.interventions.redo
+        self.probes = ProbeSchedule(
+            c.probes, seed=c.train.seed, redo_tau=redo.tau if redo.enabled else None
+        )
         # The network as initialised, probed once on the first probe batch and logged at step 0:
         # probe curves are read as change from that baseline (README).
         self.initial = (
@@ -153,12 +156,28 @@ class Trainer:
         self.logger = TensorBoardLogger(run_dir, purge_step=self.step if checkpoint else None)
         if not checkpoint:
             self.logger.config(c)
+        if refill:
+            self.note_refill()
         # Updates owed for steps already taken (fractional with several envs), kept across resumes.
         self.updates_owed = float(checkpoint.get("updates_owed", 0.0)) if checkpoint else 0.0
         self.metrics: dict[str, torch.Tensor] = {}
         self.last_score: float | None = None
         self.stop_signal: int | None = None
         self.saved_step, self.saved_path = None, None
+
+    def note_refill(self) -> None:
+        """Say, on the console and in the events (`charts/replay_refilled`, which the report marks),
+        that this resume starts from an empty replay buffer: its checkpoint holds the learner but
+        not the buffer (replay.save_contents=false). The buffer refills at the current ε, not ε=1,
+        and updates wait for learning_starts more steps."""
+        epsilon = self.agent.epsilon(self.step)
+        print(
+            f"Resuming at step {self.step:,} with an empty replay buffer (the checkpoint holds no "
+            f"replay contents; replay.save_contents=true saves them): it refills acting at "
+            f"epsilon {epsilon:g}, and updates resume at step {self.learning_starts:,}.",
+            file=sys.stderr,
+        )
+        self.logger.scalar("charts/replay_refilled", float(self.step), self.step)
 
     def run(self) -> int:
         """Train to total_steps (or a signal), checkpoint, and return the exit status."""

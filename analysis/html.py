@@ -196,8 +196,10 @@ def run_rows(runs: list[Run]) -> str:
     rows = []
     for r in runs:
         final = "—" if r.final_return is None else f"{r.final_return:.4g}"
+        refills = ", ".join(f"{step:,}" for step in r.refilled_at)
+        mark = f" <span class='note'>(replay refilled at {refills})</span>" if refills else ""
         rows.append(
-            f"<tr><td>{escape(r.name)}</td><td>{escape(r.game)}</td><td>{escape(r.variant)}</td>"
+            f"<tr><td>{escape(r.name)}{mark}</td><td>{escape(r.game)}</td><td>{escape(r.variant)}</td>"
             f"<td>{r.seed}</td><td>{r.step:,} / {r.total_steps:,}</td><td>{len(r.returns)}</td>"
             f"<td>{final}</td></tr>"
         )
@@ -205,7 +207,14 @@ def run_rows(runs: list[Run]) -> str:
         "<tr><th>run</th><th>game</th><th>variant</th><th>seed</th><th>checkpoint step / "
         "total</th><th>episodes</th><th>final return</th></tr>"
     )
-    return f"<table>{head}{''.join(rows)}</table>"
+    note = (
+        "<p class='note'>A run marked <i>replay refilled</i> was resumed from a checkpoint without "
+        "replay contents (replay.save_contents=false): at those steps its buffer started empty "
+        "and refilled at the current ε, and its updates paused for learning_starts steps.</p>"
+        if any(r.refilled_at for r in runs)
+        else ""
+    )
+    return f"<table>{head}{''.join(rows)}</table>{note}"
 
 
 def runs_section(title: str, runs: list[Run]) -> str:

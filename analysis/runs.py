@@ -17,6 +17,8 @@ from configs.errors import UserError
 from envs import human_normalized, resolve_env_id
 
 RETURN_TAG = "charts/episodic_return"
+REFILL_TAG = "charts/replay_refilled"
+"""Logged by train.py at each resume that starts from an empty replay buffer."""
 PROBE_KEYS = (
     "dormant_fraction",
     "linearized_fraction",
@@ -60,6 +62,8 @@ class Run:
     probes: dict[str, Series] = field(default_factory=dict)
     frame_skip: int = 4
     """env.frame_skip of the config: an agent step is this many frames (Atari)."""
+    refilled_at: tuple[int, ...] = ()
+    """Steps at which a resume started from an empty replay buffer (charts/replay_refilled)."""
 
     @property
     def name(self) -> str:
@@ -170,6 +174,9 @@ def read_run(path: Path) -> Run:
         returns=scalars.get(RETURN_TAG, empty),
         probes=probes,
         frame_skip=frame_skip,
+        refilled_at=tuple(int(s) for s in scalars[REFILL_TAG].steps)
+        if REFILL_TAG in scalars
+        else (),
     )
 
 

@@ -120,16 +120,28 @@ def test_resume_continues_the_step_counter_and_optimizer(pong_run, tmp_path):
     assert [e.step for e in epsilon if e.step > 800] == [900, 1000]
 
 
-def test_resume_without_replay_contents_warms_up_again(tmp_path):
+def test_resume_without_replay_contents_warms_up_again_and_says_so(tmp_path, capsys):
     assert train.main(smoke(tmp_path, 400)) == 0
     run_dir = only_run(tmp_path)
     before = load_checkpoint(list_checkpoints(run_dir)[-1])
     assert "replay" not in before  # replay contents are off by default
+    assert "empty replay buffer" not in capsys.readouterr().err
     assert train.main(["--resume", str(run_dir), "--total-steps", "800"]) == 0
     after = load_checkpoint(list_checkpoints(run_dir)[-1])
     # The empty buffer collects learning_starts = 200 steps again: updates resume at step 600 and
     # the 2 envs owe one every 2 iterations, at steps 602, 606, ..., 798: 50 updates.
     assert after["agent"]["updates"] - before["agent"]["updates"] == 50
+    step = before["step"]
+    # The smoke preset decays ε from 1 to 0.01 over 500 steps after 200: at step 401, 0.60796.
+    epsilon = 0.01 + (1 - (step - 200) / 500) * 0.99
+    err = capsys.readouterr().err
+    assert f"Resuming at step {step:,} with an empty replay buffer" in err
+    assert f"epsilon {epsilon:g}, and updates resume at step {step + 200:,}" in err
+    marks = scalars(run_dir)["charts/replay_refilled"]
+    assert [(m.step, m.value) for m in marks] == [(step, step)]
+    from analysis.runs import read_run  # the report marks the run
+
+    assert read_run(run_dir).refilled_at == (step,)
 
 
 def test_rerunning_a_named_run_resumes_it_and_refuses_other_flags(tmp_path):
