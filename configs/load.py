@@ -365,6 +365,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "probes.batch_size": (at_least(2), ">= 2 states"),
     "probes.refresh_interval": (at_least(1), ">= 1"),
     "probes.fit_steps": (at_least(1), ">= 1"),
+    "probes.dormant_tau": (at_least(0), "a threshold >= 0 (0: dead units only)"),
     "interventions.redo.interval": (at_least(1), ">= 1 update"),
     "interventions.redo.tau": (at_least(0), "a threshold >= 0 (0: dead units only)"),
     "interventions.shrink_perturb.interval": (at_least(1), ">= 1 update"),

@@ -176,6 +176,9 @@ class ProbeConfig:
     """Adam steps of each probe_fit_loss fit."""
     refresh_interval: int
     """Environment steps between redraws of the probe batch."""
+    dormant_tau: float
+    """τ of dormant_fraction: units whose ReDo score s_i ≤ τ (with `redo` on, the fraction at
+    ReDo's own interventions.redo.tau is logged too, as redo_dormant_fraction)."""
 
 
 @dataclass(frozen=True)

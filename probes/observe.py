@@ -278,23 +278,23 @@ def _jacobians(
         return {k: torch.stack([j[k] for j in per_example]) for k in varied}
 
 
-def unit_metrics(records: list[LayerRecord], tau: float, threshold: float) -> dict[str, float]:
-    """Dormant, dead and linearized fractions and preactivation moments, per layer and whole.
+def unit_metrics(
+    records: list[LayerRecord], dormancy: dict[str, float], threshold: float
+) -> dict[str, float]:
+    """τ-dormant fractions (`dormancy`: {key: τ}, e.g. dormant_fraction at 0.025, dead_fraction
+    at 0), linearized fractions and preactivation moments, per layer and whole.
 
     Whole-network fractions pool units (each unit of each layer counts once); whole-network
     preactivation mean and std are the mean over layers of the per-layer figures, so a wide conv
     layer's positions do not drown the dense layers.
     """
     out: dict[str, float] = {}
-    totals = {"dormant_fraction": 0, "dead_fraction": 0, "linearized_fraction": 0}
+    totals = dict.fromkeys([*dormancy, "linearized_fraction"], 0)
     units = dict.fromkeys(totals, 0)
     for r in records:
         mean_abs = r.mean_abs if r.mean_abs is not None else torch.zeros_like(r.positive_rate)
-        masks = {
-            "dormant_fraction": metrics.dormant_mask(mean_abs, tau),
-            "dead_fraction": metrics.dormant_mask(mean_abs, 0.0),
-            "linearized_fraction": metrics.linearized_mask(r.positive_rate, threshold),
-        }
+        masks = {key: metrics.dormant_mask(mean_abs, tau) for key, tau in dormancy.items()}
+        masks["linearized_fraction"] = metrics.linearized_mask(r.positive_rate, threshold)
         # Dormancy counts output units, linearity preactivation units: a CReLU has 2 per unit.
         for metric, mask in masks.items():
             out[f"{metric}/{r.key}"] = int(mask.sum()) / mask.numel()
@@ -346,6 +346,7 @@ def measure(
     inputs: Tensor,
     *,
     tau: float = 0.025,
+    redo_tau: float | None = None,
     linear_threshold: float = 0.99,
     srank_delta: float = 0.01,
     ntk_batch: int = 32,
@@ -360,8 +361,10 @@ def measure(
     Args:
         model: any module whose nonlinearities are modules (see `NONLINEARITIES`).
         inputs: [B, ...] batch; the first `ntk_batch` rows also give the NTK.
-        tau: ReDo dormancy threshold. linear_threshold: share of positive preactivations that
-            makes a unit linearized. srank_delta: δ of srank_δ. ntk_batch: 0 skips the NTK keys.
+        tau: the dormancy threshold of dormant_fraction. redo_tau: when given, also
+            redo_dormant_fraction at this τ (the units a ReDo run recycles).
+        linear_threshold: share of positive preactivations that makes a unit linearized.
+        srank_delta: δ of srank_δ. ntk_batch: 0 skips the NTK keys.
         ntk_readout: maps the model's output to the values whose NTK is taken (default: the
             output itself); e.g. Q-values of a distributional head, A values instead of A·K.
 
@@ -374,7 +377,10 @@ def measure(
     """
     with eval_mode(model):
         recorder, output = record(model, inputs)
-        results = unit_metrics(recorder.records, tau, linear_threshold)
+        dormancy = {"dormant_fraction": tau, "dead_fraction": 0.0}
+        if redo_tau is not None:
+            dormancy["redo_dormant_fraction"] = redo_tau
+        results = unit_metrics(recorder.records, dormancy, linear_threshold)
         results.update(param_norms(model))
         if recorder.features is not None:
             results.update(feature_metrics(recorder.features, srank_delta))

@@ -21,9 +21,10 @@ class ProbeSchedule:
     every `interval` steps and the costlier `probe_fit_loss` every `fit_interval` steps. The batch
     is drawn with the schedule's own generator: probing never changes what the agent trains on."""
 
-    def __init__(self, config: ProbeConfig, *, seed: int) -> None:
+    def __init__(self, config: ProbeConfig, *, seed: int, redo_tau: float | None = None) -> None:
         self.config = config
         self.seed = seed
+        self.redo_tau = redo_tau  # ReDo's own τ when the run recycles units: logged beside
         self.rng = np.random.default_rng(seed)
         self.batch: Tensor | None = None
         self.drawn_at = 0
@@ -56,7 +57,16 @@ class ProbeSchedule:
         # A distributional head's NTK is taken on its Q-values: A outputs, not A·K logits.
         readout = getattr(model, "q_values", None)
         figures = (
-            measure(model, self.batch, ntk_batch=c.ntk_batch, ntk_readout=readout) if probes else {}
+            measure(
+                model,
+                self.batch,
+                tau=c.dormant_tau,
+                redo_tau=self.redo_tau,
+                ntk_batch=c.ntk_batch,
+                ntk_readout=readout,
+            )
+            if probes
+            else {}
         )
         if fit:
             figures["probe_fit_loss"] = probe_fit_loss(

@@ -121,6 +121,24 @@ def test_a_layer_pushed_dead_reads_fully_dormant_and_the_network_its_unit_share(
     assert r["preact_mean/a1"] == pytest.approx(1.0) and r["preact_std/a1"] == pytest.approx(0.0)
 
 
+def test_dormancy_is_read_at_the_probe_tau_and_at_redos_tau_when_asked() -> None:
+    # One input of 1 through weights [0, 0.05, 1, 2.95]: mean |a| = 1, so the ReDo scores are
+    # the weights themselves; 1 unit scores <= 0.025, 2 score <= 0.1 (ReDo's τ for DQN).
+    net = nn.Sequential(nn.Linear(1, 4), nn.ReLU(), nn.Linear(4, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[0.0], [0.05], [1.0], [2.95]]))
+        net[0].bias.zero_()
+    x = torch.ones(3, 1)
+    r = probes.measure(net, x, tau=0.025, redo_tau=0.1, ntk_batch=0)
+    assert (r["dormant_fraction"], r["redo_dormant_fraction"], r["dead_fraction"]) == (
+        0.25,
+        0.5,
+        0.25,
+    )
+    assert probes.measure(net, x, tau=0.1, ntk_batch=0)["dormant_fraction"] == 0.5
+    assert "redo_dormant_fraction" not in probes.measure(net, x, ntk_batch=0)
+
+
 def test_unequal_layers_pool_units_for_the_whole_network_figure() -> None:
     net = nn.Sequential(nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 30), nn.ReLU(), nn.Linear(30, 2))
     with torch.no_grad():
