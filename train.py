@@ -37,6 +37,7 @@ from agents import (
 )
 from agents.checkpoint import CheckpointWriteError, NonFiniteError, load_latest
 from agents.evaluation import Evaluator
+from agents.losses import is_categorical
 from configs import Config, UserError
 from envs import (
     AsyncStepper,
@@ -327,7 +328,8 @@ class Trainer:
             values = {k: float(v) for k, v in self.metrics.items()}
             self.logger.scalar("losses/td_loss", values.pop("td_loss"), self.step)
             self.logger.scalar("losses/q_values", values.pop("q_values"), self.step)
-            tagged = [k for k in values if k.startswith("interventions/")]  # e.g. regen's
+            # e.g. regen's distance, a categorical head's losses/support_clipped
+            tagged = [k for k in values if k.startswith(("interventions/", "losses/"))]
             self.logger.scalars("", {k: values.pop(k) for k in tagged}, self.step)
             self.logger.scalars("plasticity/", values, self.step)
         score = "-" if self.last_score is None else f"{self.last_score:g}"
@@ -513,6 +515,21 @@ def warn_emulated_bf16(config: Config) -> None:
         )
 
 
+def warn_unclipped_support(config: Config) -> None:
+    """One line when a categorical head learns from unclipped rewards (the minatar preset,
+    `no_clip`): returns can then leave its fixed support, and the targets beyond it are clipped
+    to the end atoms without a word in the loss. losses/support_clipped logs how many are."""
+    a, n = config.agent, config.network
+    if is_categorical(a.loss) and not config.env.clip_rewards:
+        print(
+            f"warning: {a.loss} learns raw rewards (env.clip_rewards=false) on a support of "
+            f"[{n.v_min:g}, {n.v_max:g}]: TD targets outside it are clipped to its end atoms. "
+            "losses/support_clipped logs the fraction of targets clipped; widen "
+            "network.v_min/v_max or add the hyperbolic option if it is not near 0.",
+            file=sys.stderr,
+        )
+
+
 def warn_skipped(path: Path, reason: str) -> None:
     """One line per unreadable checkpoint that a resume passes over for an older one."""
     print(f"warning: {reason} Falling back to the previous checkpoint.", file=sys.stderr)
@@ -530,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         config, run_dir, checkpoint = resumed_run(args) if args.resume else new_run(args)
         warn_emulated_bf16(config)
+        warn_unclipped_support(config)
         try:
             trainer = Trainer(config, run_dir, checkpoint)
         except UserError:

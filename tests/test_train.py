@@ -222,6 +222,19 @@ def test_bf16_autocast_on_a_cpu_that_would_emulate_it_is_warned_of(
     )
 
 
+@pytest.mark.parametrize(
+    ("preset", "variant", "warned"),
+    [("minatar", "hl_gauss", True), (None, "c51+no_clip", True), (None, "c51", False),
+     ("minatar", "dqn", False)],
+)  # fmt: skip
+def test_a_categorical_head_on_raw_rewards_is_warned_of_its_support(
+    preset, variant, warned, capsys
+):
+    train.warn_unclipped_support(configs.resolve(preset=preset, variant=variant))
+    err = capsys.readouterr().err
+    assert ("on a support of [-10, 10]: TD targets outside it are clipped" in err) is warned
+
+
 def test_a_corrupt_checkpoint_is_named_on_resume(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
