@@ -3,8 +3,11 @@
 A loss turns the online network's output at the taken actions and the target network's output at
 the bootstrap actions into a per-sample loss; it also says how to read Q-values (in reward units)
 from a network output, which acting and the greedy bootstrap action need, and which priority a
-prioritized replay gives each sample (`priority(per_sample)`: |δ| for scalar heads, Schaul et al.
-2016; the cross-entropy itself for categorical heads, as Dopamine's Rainbow does).
+prioritized replay gives each sample (`priority(per_sample)`, from the loss of the latest call):
+|δ| for scalar heads (Schaul et al. 2016); for two-hot and HL-Gauss the KL divergence from the
+encoded target, the part of the cross-entropy the network can still reduce; for C51 the
+cross-entropy itself, as Dopamine's Rainbow does. Categorical losses also report
+`losses/support_clipped`, the fraction of TD targets the support cannot hold.
 """
 
 from __future__ import annotations
@@ -44,6 +47,17 @@ def entropy(logits: Tensor) -> Tensor:
     """Mean entropy (nats) of the categorical distributions in `logits` [..., K]."""
     log_p = logits.log_softmax(-1)
     return -(log_p.exp() * log_p).sum(-1).mean()
+
+
+def target_entropy(probs: Tensor) -> Tensor:
+    """H(p) = −Σ_i p_i log p_i (nats) per row of `probs` [..., K], with 0 · log 0 = 0."""
+    return -torch.special.xlogy(probs, probs).sum(-1)
+
+
+def support_clipped(values: Tensor, support: Tensor) -> Tensor:
+    """Fraction of the scalar targets `values` strictly outside [z_0, z_{K-1}]: those an encoder
+    or C51's projection clips to the end atoms, so the head cannot represent them."""
+    return ((values < support[0]) | (values > support[-1])).float().mean()
 
 
 def huber_error(loss: Tensor) -> Tensor:
@@ -86,7 +100,13 @@ class C51Loss:
         return scalar_expectation(logits.softmax(-1), self.support)
 
     def priority(self, per_sample: Tensor) -> Tensor:
-        """The cross-entropy itself (Dopamine's Rainbow; Hessel et al. 2018 use the KL loss)."""
+        """The cross-entropy itself, to reproduce Dopamine's Rainbow (rainbow_agent.py and
+        full_rainbow set the priority from the loss; its sampler takes the square root).
+
+        Hessel et al. 2018 call this the KL loss, but it is −Σ_j m_j log p_j = H(m) + KL(m ‖ p),
+        and the entropy H(m) of the projected target m varies too: 0 when r + γⁿ z_j all land
+        on atoms, more when they fall between atoms or the next distribution is spread out.
+        """
         return per_sample.detach()
 
     def __call__(
@@ -96,7 +116,13 @@ class C51Loss:
         target = categorical_projection(next_probs, reward, discount, self.support)
         loss = -(target * taken.log_softmax(-1)).sum(-1)
         scalar = reward + discount * scalar_expectation(next_probs, self.support)
-        return loss, {"target_magnitude": scalar.abs().mean(), "entropy": entropy(taken)}
+        return loss, {
+            "target_magnitude": scalar.abs().mean(),
+            "entropy": entropy(taken),
+            # The expected target r + γⁿ E[Z'] outside the support; the projection also clips
+            # single atoms r + γⁿ z_j, which this does not count.
+            "losses/support_clipped": support_clipped(scalar, self.support),
+        }
 
 
 class EncodedLoss:
@@ -108,20 +134,39 @@ class EncodedLoss:
         self.encode = encode
         self.support = support
         self.h, self.h_inv = value_transform(transform)
+        self.target_entropy: Tensor | None = None
+        """H(encoded target) [B] of the latest call, which `priority` subtracts."""
 
     def q_values(self, logits: Tensor) -> Tensor:
         return self.h_inv(scalar_expectation(logits.softmax(-1), self.support))
 
     def priority(self, per_sample: Tensor) -> Tensor:
-        """The cross-entropy, as for C51."""
-        return per_sample.detach()
+        """KL(m ‖ p) = −Σ_i m_i log p_i − H(m): the cross-entropy of the latest call less the
+        entropy of its encoded target m, so that a perfect fit has priority 0.
+
+        The cross-entropy alone would score every fit by H(m) at least: ~1.2 nats for any interior
+        HL-Gauss target (σ = 0.75 Δ), and 0 to ln 2 for two-hot by where the target falls between
+        two atoms, which flattens or scrambles p^α. The loss optimised stays the cross-entropy:
+        H(m) does not depend on the parameters, so the gradients are the same. Clamped at 0 against
+        rounding; the KL is ≥ 0.
+        """
+        if self.target_entropy is None or self.target_entropy.shape != per_sample.shape:
+            raise ValueError("priority() takes the per-sample loss of this loss's latest call")
+        return (per_sample.detach() - self.target_entropy).clamp_min(0.0)
 
     def __call__(
         self, taken: Tensor, next_taken: Tensor, reward: Tensor, discount: Tensor
     ) -> tuple[Tensor, Metrics]:
         target = reward + discount * self.q_values(next_taken)
-        loss = -(self.encode(self.h(target)) * taken.log_softmax(-1)).sum(-1)
-        return loss, {"target_magnitude": target.abs().mean(), "entropy": entropy(taken)}
+        encoded = self.h(target)  # what the head is fit to: h(r + γⁿ h⁻¹(Q̄))
+        probs = self.encode(encoded)
+        loss = -(probs * taken.log_softmax(-1)).sum(-1)
+        self.target_entropy = target_entropy(probs.detach())
+        return loss, {
+            "target_magnitude": target.abs().mean(),
+            "entropy": entropy(taken),
+            "losses/support_clipped": support_clipped(encoded, self.support),
+        }
 
 
 ValueLoss = ScalarLoss | C51Loss | EncodedLoss

@@ -198,3 +198,30 @@ def test_priorities_returned_by_the_learner_are_its_td_errors() -> None:
     agent.update(batch)
     torch.testing.assert_close(agent.priorities, torch.tensor([0.5, 3.5]))
     assert math.isfinite(float(agent.priorities.sum()))
+
+
+def test_an_encoded_head_returns_the_kl_to_its_target_as_priority() -> None:
+    # HL-Gauss on the classic support (-10..110, Δ = 2.4, σ = 1.8). Both networks output, for every
+    # state, the encodings of 10 (action 0) and 20 (action 1): Q̄(s', a*) = 20. Rewards 0 and 10
+    # with discount 0.5 give targets 10 and 20, each fitted exactly by its action (priority 0,
+    # where the cross-entropy is the target's entropy, 1.20 nats); reward 5 gives 15 against 10.
+    config = resolve(preset="classic", variant="per+hl_gauss", assignments=["agent.double=false"])
+    agent = build_agent(config, SPEC, torch.device("cpu"))
+    support = agent.online.head.support.double()
+    edges = torch.cat([support - 1.2, support[-1:] + 1.2])
+
+    def encoded(v: float) -> torch.Tensor:  # N(v, 1.8²) mass per bin, renormalised, in float64
+        cdf = torch.special.ndtr((edges - v) / 1.8)
+        return (cdf[1:] - cdf[:-1]) / (cdf[-1] - cdf[0])
+
+    logits = torch.cat([encoded(10.0), encoded(20.0)]).clamp_min(1e-30).log().float()
+    with torch.no_grad():
+        for net in (agent.online, agent.target):
+            net.head.out.weight.zero_()
+            net.head.out.bias.copy_(logits)
+    obs = torch.zeros(3, 4)
+    reward = torch.tensor([0.0, 10.0, 5.0])
+    agent.update(Batch(obs, torch.tensor([0, 1, 0]), reward, torch.full((3,), 0.5), obs))
+    p, log_q = encoded(15.0), logits[: len(support)].double().log_softmax(0)
+    kl = float(torch.where(p > 0, p * (p.log() - log_q), 0.0).sum())  # KL(target ‖ prediction)
+    torch.testing.assert_close(agent.priorities, torch.tensor([0.0, 0.0, kl]), atol=1e-5, rtol=1e-4)
