@@ -34,7 +34,7 @@ def test_huber_and_mse_on_a_hand_target():
 
 
 def test_scalar_loss_with_the_hyperbolic_transform_fits_h_of_the_target():
-    loss = loss_for("hyperbolic")
+    loss = loss_for("huber+hyperbolic")  # Huber named: the default loss is MSE (Dopamine JAX)
     next_h = signed_hyperbolic(torch.tensor([8.0]))  # the network predicts h(Q̄) = h(8)
     value, metrics = loss(torch.zeros(1), next_h, torch.tensor([1.0]), torch.tensor([0.5]))
     # target = 1 + 0.5 * 8 = 5, fit in h-space: h(5) = sqrt(6) - 1 + 0.005
