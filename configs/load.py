@@ -70,11 +70,18 @@ def grid_variants(name: str) -> list[str]:
     return list(load_yaml(CONFIG_DIR / "grids" / f"{name}.yaml", "Grid file")["variants"])
 
 
-def option_keys(option: str) -> dict:
-    """The keys one option sets (a combined option's own keys, without its `options` list)."""
+SOFT = "defaults"
+"""The section of an option file whose keys replace the defaults but yield to a preset or a config
+file that sets them: a baseline's optimiser and init (c51's Adam 2.5e-4) are Dopamine's Atari
+values, and a domain's preset (classic, minatar, atari100k) keeps its own."""
+
+
+def option_keys(option: str, section: str | None = None) -> dict:
+    """The keys one option sets: its ordinary keys (a combined option's own, without its
+    `options` list), or with `section=SOFT` those of its `defaults` section."""
     match = NSTEP.match(option)
     if match:
-        return {"agent": {"n_step": int(match.group(1))}}
+        return {} if section else {"agent": {"n_step": int(match.group(1))}}
     if option not in available("variants"):
         known = ", ".join(available("variants") + ["nstepN"])
         hint = difflib.get_close_matches(option, available("variants"), n=1)
@@ -83,7 +90,9 @@ def option_keys(option: str) -> dict:
             f"Unknown option '{option}' in --variant.{hint_text} Known options: {known}."
         )
     keys = load_yaml(CONFIG_DIR / "variants" / f"{option}.yaml", "Option file")
-    return {k: v for k, v in keys.items() if k != "options"}
+    if section:
+        return dict(keys.get(section) or {})
+    return {k: v for k, v in keys.items() if k not in ("options", SOFT)}
 
 
 def expand_option(option: str) -> list[str]:
@@ -109,18 +118,19 @@ def option_layers(given: str) -> list[tuple[str, str, int]]:
     return [*layers, (given, f"'{given}'", OWN)]
 
 
-def variant_keys(variant: str) -> dict:
+def variant_keys(variant: str, section: str | None = None) -> dict:
     """Merge the options of `a+b+c` (a combined option as its parts, then its own keys). A key set
     at a higher precedence (PART < OWN < NAMED) replaces one set at a lower: `rainbow+hl_gauss`
     is Rainbow with HL-Gauss in place of C51's loss. Two options of the same precedence that set
-    one key to different values clash, and the error names both (and where they came from)."""
+    one key to different values clash, and the error names both (and where they came from).
+    `section=SOFT` merges the options' `defaults` sections by the same rules."""
     merged: dict = {}
     owners: dict[str, tuple[str, int]] = {}  # key -> (who set it, precedence)
     for given in [o.strip() for o in variant.split("+")]:
         if not given:
             raise UserError(f"--variant '{variant}' has an empty option; join options with '+'.")
         for option, name, rank in option_layers(given):
-            for key, value in flatten(option_keys(option)).items():
+            for key, value in flatten(option_keys(option, section)).items():
                 if key in merged and merged[key] != value:
                     owner, owner_rank = owners[key]
                     if rank < owner_rank:
@@ -202,8 +212,11 @@ def resolve(
     overrides: dict | None = None,
     assignments: list[str] = (),
 ) -> Config:
-    """Build the Config: defaults < preset < config file < variant < overrides < --set."""
+    """Build the Config: defaults < the variant's `defaults` sections < preset < config file <
+    variant < overrides < --set."""
     raw = load_yaml(CONFIG_DIR / "defaults.yaml", "Defaults file")
+    if variant is not None:
+        raw = merge(raw, variant_keys(variant, SOFT), f"--variant {variant}")
     if preset is not None:
         if preset not in available("presets"):
             known = ", ".join(available("presets"))

@@ -26,6 +26,17 @@ def test_a_combined_options_own_keys_win_over_its_parts_and_yield_to_named_optio
     assert resolve(variant="c51").agent.lr == 2.5e-4
 
 
+def test_a_baselines_optimiser_and_init_yield_to_a_presets_own():
+    # c51's Adam and init are Dopamine's Atari values (its `defaults` section); the classic preset
+    # sets its own lr, eps and init, and keeps them under c51 and rainbow.
+    for variant in ("c51", "rainbow"):
+        c = resolve(preset="classic", variant=variant)
+        assert (c.agent.lr, c.agent.adam_eps, c.network.init) == (5e-4, 1e-8, "torch")
+    c = resolve(preset="atari100k", variant="c51")  # sets lr only: c51's eps and init remain
+    assert (c.agent.lr, c.agent.adam_eps, c.network.init) == (1e-4, 3.125e-4, "variance_scaling")
+    assert resolve(variant="c51", assignments=["agent.lr=1e-3"]).agent.lr == 1e-3
+
+
 def test_a_variant_merges_its_options_in_order():
     c = resolve(variant="ln+wd+hl_gauss+nstep3+double")
     assert c.network.layer_norm and c.agent.weight_decay == 0.01
