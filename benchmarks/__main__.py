@@ -18,7 +18,9 @@ from benchmarks import figures
 from configs import UserError
 from evaluate import write_json
 
-HEADS = ["huber", "c51", "two_hot", "hl_gauss"]
+DEFAULT = "mse"
+"""The default value loss (dqn: Dopamine's JAX DQN), the first head timed and the baseline."""
+HEADS = [DEFAULT, "c51", "two_hot", "hl_gauss"]
 TARGETS = {
     "loop_efficiency": (">=", 0.9),
     "replay_bytes_per_transition": ("<=", 7200),
@@ -60,7 +62,7 @@ def run(
         f"agent.learning_starts={n['warmup']}",
         "replay.capacity=1000000",
     ]
-    config = figures.resolve(env, "huber", common)
+    config = figures.resolve(env, DEFAULT, common)
     device_is_cpu = figures.resolve_device(device).type == "cpu"
     if threads:
         torch.set_num_threads(threads)
@@ -83,16 +85,16 @@ def run(
     results["env_sps_raw"] = figures.env_sps_raw(config, n["env_steps"])
     head_configs = {head: figures.resolve(env, head, common) for head in HEADS}
     head_configs["rainbow"] = figures.resolve(env, "c51", common, variant="rainbow")
-    head_configs["amp"] = figures.resolve(env, "huber", [*common, "train.amp=true"])
-    head_configs["nchw"] = figures.resolve(env, "huber", [*common, "train.channels_last=false"])
+    head_configs["amp"] = figures.resolve(env, DEFAULT, [*common, "train.amp=true"])
+    head_configs["nchw"] = figures.resolve(env, DEFAULT, [*common, "train.channels_last=false"])
     ups = figures.learner_ups_raw(head_configs, n["updates"])
     # Each loop timed in alternation with its learner: the machine's speed drifts over minutes.
     loops = {h: figures.paired_loop(head_configs[h], n["train_steps"], n["updates"]) for h in HEADS}
     for head in HEADS:
         results[f"learner_ups_raw/{head}"] = ups[head]
         results[f"train_sps/{head}"] = loops[head]["train_sps"]
-    results["learner_ups_raw"] = results["learner_ups_raw/huber"]
-    loop = loops["huber"]
+    results["learner_ups_raw"] = results[f"learner_ups_raw/{DEFAULT}"]
+    loop = loops[DEFAULT]
     results["train_sps"] = loop["train_sps"]
     results["learner_ups_paired"] = loop["learner_ups"]
     learner_bound = config.agent.train_interval * loop["learner_ups"]
@@ -111,13 +113,13 @@ def run(
     results["learner_ups_raw/amp"] = ups["amp"]
     results["amp_speedup"] = ups["amp"] / results["learner_ups_raw"]
     results.update(figures.replay_figures(config, config.replay.capacity, n["replay_fill"]))
-    per = figures.resolve(env, "huber", common, variant="per")
+    per = figures.resolve(env, DEFAULT, common, variant="per")
     per_figures = figures.replay_figures(per, config.replay.capacity, n["replay_fill"])
     results["replay_sample_us/per"] = per_figures["replay_sample_us"]
     results["priority_update_us/per"] = per_figures["priority_update_us"]
     results["per_sample_cost"] = results["replay_sample_us/per"] / results["replay_sample_us"]
     results["replay_filled"] = n["replay_fill"]
-    default = figures.resolve(env, "huber", [f"train.device={device}"])
+    default = figures.resolve(env, DEFAULT, [f"train.device={device}"])
     results["probe_overhead"] = figures.probe_overhead(default, results["train_sps"])
     interval = config.agent.train_interval
     parts = figures.host_breakdown(config, n["repeats"])
@@ -125,7 +127,7 @@ def run(
         results[f"host/{part}"] = value
     results["loop_efficiency_ceiling"] = figures.loop_ceiling(parts, config.env.num_envs, interval)
     for num_envs in envs:  # the same replay ratio: one update per train_interval env steps
-        scaled = figures.resolve(env, "huber", [*common, f"env.num_envs={num_envs}"])
+        scaled = figures.resolve(env, DEFAULT, [*common, f"env.num_envs={num_envs}"])
         loop = figures.paired_loop(scaled, n["train_steps"], n["updates"])
         results[f"train_sps/envs={num_envs}"] = loop["train_sps"]
         results[f"loop_efficiency/envs={num_envs}"] = loop["loop_efficiency"]

@@ -51,11 +51,14 @@ def draw(layer: nn.Module, scheme: InitScheme) -> None:
 
 
 def initialise(network: nn.Module, scheme: InitScheme) -> nn.Module:
-    """Record `scheme` on every Linear and Conv layer of `network` and draw them with it."""
+    """Record `scheme` on every Linear and Conv layer of `network` and draw them with it. Layers
+    fresh from their constructors already hold PyTorch's draw, so `torch` draws nothing more (and
+    a seed gives the network it gave before schemes existed)."""
     for module in network.modules():
         if isinstance(module, INITIALISED):
             module.init_scheme = scheme
-            draw(module, scheme)
+            if scheme != "torch":
+                draw(module, scheme)
     return network
 
 
