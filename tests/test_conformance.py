@@ -20,11 +20,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 BREAKOUT = EnvSpec("Breakout", True, (4, 84, 84), np.dtype("uint8"), 4, 1)
 
 
-def table_rows() -> list[dict[str, str]]:
-    """The rows between the README's conformance markers, as {column: cell}."""
+def table_rows(name: str) -> list[dict[str, str]]:
+    """The rows between the README's `<!-- name:begin/end -->` markers, as {column: cell}."""
     text = README.read_text()
-    block = re.search(r"<!-- conformance:begin -->\n(.*?)<!-- conformance:end -->", text, re.S)
-    assert block, "README.md has no conformance table"
+    block = re.search(rf"<!-- {name}:begin -->\n(.*?)<!-- {name}:end -->", text, re.S)
+    assert block, f"README.md has no {name} table"
     lines = [line for line in block.group(1).splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
@@ -45,6 +45,8 @@ def built_value(agent: DQNAgent, key: str) -> str:
         return ", ".join(names)
     if key == "adam.betas":
         return ", ".join(str(b) for b in agent.optimizer.param_groups[0]["betas"])
+    if key == "ln.shape":
+        return ", ".join(str(n) for n in agent.online.torso.norm_conv1.normalized_shape)
     raise KeyError(key)
 
 
@@ -57,23 +59,25 @@ def same(cell: str, value: object) -> bool:
     return cell == str(value)
 
 
-ROWS = table_rows()
+BASELINES, OPTIONS = table_rows("conformance"), table_rows("options")
+BUILT = ("torso.features", "noisy.layers", "adam.betas", "ln.shape")
 
 
-def test_the_table_covers_each_baseline_with_its_own_rows() -> None:
-    assert {row["variant"] for row in ROWS} == {"dqn", "c51", "rainbow"}
-    keys = [(row["variant"], row["key"]) for row in ROWS]
+def test_the_tables_cover_each_baseline_and_plasticity_option_with_its_own_rows() -> None:
+    assert {row["variant"] for row in BASELINES} == {"dqn", "c51", "rainbow"}
+    assert {row["variant"] for row in OPTIONS} == {"ln", "l2", "wd"}
+    keys = [(row["variant"], row["key"]) for row in BASELINES + OPTIONS]
     assert len(keys) == len(set(keys)), "a (variant, key) is listed twice"
 
 
-@pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r['variant']}:{r['key']}")
+@pytest.mark.parametrize("row", BASELINES + OPTIONS, ids=lambda r: f"{r['variant']}:{r['key']}")
 def test_each_row_is_what_the_code_does(row: dict[str, str]) -> None:
     config = resolve(variant=row["variant"])
-    if row["key"] in ("torso.features", "noisy.layers", "adam.betas"):
-        assert row["ours"] == built_value(
-            build_agent(config, BREAKOUT, torch.device("cpu")), row["key"]
-        )
+    if row["key"] in BUILT:
+        agent = build_agent(config, BREAKOUT, torch.device("cpu"))
+        assert row["ours"] == built_value(agent, row["key"])
     else:
         assert same(row["ours"], config_value(config, row["key"])), row
-    if row["ours"] != row["Dopamine"]:
+    theirs = row.get("Dopamine", row.get("source"))
+    if row["ours"] != theirs:
         assert row["kept difference"], f"{row['variant']} {row['key']} differs and says not why"
