@@ -10,7 +10,6 @@ replay.add -> every k steps agent.update(replay.sample()) -> log } -> checkpoint
 from __future__ import annotations
 
 import argparse
-import copy
 import shutil
 import signal
 import sys
@@ -134,24 +133,26 @@ class Trainer:
         )
         self.agent: DQNAgent = build_agent(c, spec, resolve_device(c.train.device))
         self.interventions = build_interventions(self.agent, c)
+        redo = c.interventions.redo
+        # Built before a checkpoint is loaded: the initial network the probes baseline against
+        # (a resume restores its saved weights below).
+        self.probes = ProbeSchedule(
+            c.probes,
+            seed=c.train.seed,
+            initial=self.agent.online,
+            redo_tau=redo.tau if redo.enabled else None,
+        )
         refill = 0
         if checkpoint:
             self.interventions.restore(checkpoint["agent"]["online"])
             self.agent.load_state_dict(checkpoint["agent"])
+            if "probes" in checkpoint:
+                self.probes.load_state_dict(checkpoint["probes"])
             if "replay" in checkpoint:
                 self.replay.load_state_dict(checkpoint["replay"])
             else:  # an empty buffer warms up again before the updates resume
                 refill = self.step
         self.learning_starts = c.agent.learning_starts + refill
-        redo = c.interventions.redo
-        self.probes = ProbeSchedule(
-            c.probes, seed=c.train.seed, redo_tau=redo.tau if redo.enabled else None
-        )
-        # The network as initialised, probed once on the first probe batch and logged at step 0:
-        # probe curves are read as change from that baseline (README).
-        self.initial = (
-            copy.deepcopy(self.agent.online) if c.probes.enabled and not checkpoint else None
-        )
         best = checkpoint.get("best_eval_return") if checkpoint else None
         self.evaluator = Evaluator(c, run_dir, best_return=best)
         self.logger = TensorBoardLogger(run_dir, purge_step=self.step if checkpoint else None)
@@ -308,15 +309,12 @@ class Trainer:
         return clock
 
     def probe(self, before: int, now: int) -> None:
-        """The step-0 baseline as soon as replay can give the probe batch, then the probes due."""
-        if self.initial is not None and self.probes.ready(self.replay):
-            fit = self.config.probes.fit_interval > 0
-            figures = self.probes.measure_now(self.initial, self.replay, now, fit=fit)
-            self.logger.scalars("plasticity/", figures, 0)
-            self.initial = None
-        if now >= self.learning_starts:
-            figures = self.probes.maybe_measure(self.agent.online, self.replay, before, now)
-            self.logger.scalars("plasticity/", figures, now)
+        """Once learning starts: the probe batch and its baseline when one is drawn, then the
+        probes due (ProbeSchedule.measurements)."""
+        if now >= self.config.agent.learning_starts:
+            logs = self.probes.measurements(self.agent.online, self.replay, before, now)
+            for prefix, step, figures in logs:
+                self.logger.scalars(prefix, figures, step)
 
     def log_progress(self, clock: tuple[float, int], bar: tqdm) -> tuple[float, int]:
         start, start_step = clock
@@ -357,6 +355,8 @@ class Trainer:
             "updates_owed": float(self.updates_owed),
             "best_eval_return": self.evaluator.best_return,
         }
+        if self.config.probes.enabled:
+            state["probes"] = self.probes.state_dict()
         if self.config.replay.save_contents:
             state["replay"] = self.replay.state_dict()
         keep = self.config.train.keep_checkpoints

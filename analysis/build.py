@@ -239,13 +239,15 @@ def probe_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
         return []
     figures.probe_curves(panels, out / "probes.png", palette=palette)
     caption = (
-        "plasticity/<probe> as its change from the value at step 0, mean over seeds and "
-        "games with a 95% bootstrap band."
+        "plasticity/<probe> as its change from the initial network's value on the same probe "
+        "batch (plasticity_baseline/<probe>: the step-0 value until the batch is first "
+        "redrawn), mean over seeds and games with a 95% bootstrap band."
     )
     if first_value:
         caption += (
-            f" No step-0 value in some runs for {', '.join(first_value)} (the agent "
-            "logs it once updates start): there the change is from the run's first value."
+            f" No baseline in some runs for {', '.join(first_value)} (the agent logs it "
+            "once updates start, or the run predates baselines): there the change is from the "
+            "run's first value."
         )
     return [Plot("probes.png", "Probe curves", caption)]
 
@@ -261,8 +263,9 @@ def scatter_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
             y_label = f"final {score_name(table)}"
             figures.scatter(panels, out / file, y_label=y_label, palette=palette)
             caption = (
-                "One point per run: how far each probe moved over the run (last value − value at "
-                f"step 0, or the first value where the run has none) against its {y_label} "
+                "One point per run: how far each probe moved over the run (last value − the "
+                "initial network's value on the same probe batch, or the first value where the "
+                f"run has neither) against its {y_label} "
                 f"({FINAL_RULE})."
             )
             plots.append(Plot(file, f"Probe change against {y_label}", caption))

@@ -1,5 +1,5 @@
 """Curves of several runs on one step grid: episode returns smoothed and resampled, probe figures
-as their change from the start of training."""
+as their change from the initial network's value on the same probe batch."""
 
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ class Curves:
 
 @dataclass(frozen=True)
 class Change:
-    """How far a probe moved over one run: last value minus the start value."""
+    """How far a probe moved over one run: last value minus the initial network's value on the
+    batch the last value was measured on."""
 
     start: float
     last: float
     from_step_zero: bool
-    """False when the run has no step-0 measurement and its first value stands in."""
+    """False when the run has no baseline or step-0 measurement and its first value stands in."""
 
     @property
     def delta(self) -> float:
@@ -71,24 +72,35 @@ def return_curves(runs: list[Run]) -> Curves | None:
     return on_grid(runs, series) if runs else None
 
 
-def change(series: Series) -> tuple[Series, bool]:
-    """The series minus its step-0 value (or its first value, then False)."""
-    from_zero = bool(series.steps[0] == 0)
-    return Series(series.steps, series.values - series.values[0]), from_zero
+def baseline_at(series: Series, baseline: Series | None) -> tuple[np.ndarray, bool]:
+    """Each value's baseline: the initial network on the batch in use at its step (the latest
+    baseline logged at or before it), and True; without baselines, the series' step-0 value (or
+    its first value, then False)."""
+    if baseline is None or len(baseline) == 0:
+        return np.full(len(series), series.values[0]), bool(series.steps[0] == 0)
+    index = np.searchsorted(baseline.steps, series.steps, side="right") - 1
+    return baseline.values[np.maximum(index, 0)], True
+
+
+def change(series: Series, baseline: Series | None = None) -> tuple[Series, bool]:
+    """The series minus each value's baseline (`baseline_at`), and whether baselines were found."""
+    start, found = baseline_at(series, baseline)
+    return Series(series.steps, series.values - start), found
 
 
 def probe_curves(runs: list[Run], key: str) -> tuple[Curves | None, bool]:
-    """Change of probe `key` from its start for the runs that log it (at least two values), and
-    whether every one of them started from a step-0 value."""
+    """Change of probe `key` from its baseline for the runs that log it (at least two values),
+    and whether every one of them had a baseline (or a step-0 value)."""
     runs = [r for r in runs if key in r.probes and len(r.probes[key]) >= 2]
-    changes = [change(r.probes[key]) for r in runs]
+    changes = [change(r.probes[key], r.baselines.get(key)) for r in runs]
     curves = on_grid(runs, [c for c, _ in changes]) if runs else None
     return curves, all(z for _, z in changes)
 
 
 def probe_change(run: Run, key: str) -> Change | None:
-    """The probe's last value against its start, or None if the run does not log it."""
+    """The probe's last value against its baseline, or None if the run does not log it."""
     series = run.probes.get(key)
     if series is None or len(series) == 0:
         return None
-    return Change(float(series.values[0]), float(series.values[-1]), bool(series.steps[0] == 0))
+    start, found = baseline_at(series, run.baselines.get(key))
+    return Change(float(start[-1]), float(series.values[-1]), found)

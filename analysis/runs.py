@@ -28,6 +28,8 @@ PROBE_KEYS = (
     "probe_fit_loss",
 )
 """Whole-network probe figures the report plots, logged as `plasticity/<key>`."""
+BASELINE_PREFIX = "plasticity_baseline/"
+"""The initial network's figures on each probe batch, at the step the batch is first used."""
 FINAL_FRACTION = 0.1
 """A run's final return is the mean of its last 10% of episodes (at least one)."""
 FINAL_RULE = "mean of the last max(1, floor(N/10)) of a run's N episode returns"
@@ -62,6 +64,9 @@ class Run:
     probes: dict[str, Series] = field(default_factory=dict)
     frame_skip: int = 4
     """env.frame_skip of the config: an agent step is this many frames (Atari)."""
+    baselines: dict[str, Series] = field(default_factory=dict)
+    """`plasticity_baseline/<key>`: the initial network on each probe batch (absent in runs
+    logged before baselines were: their probes' step-0 value stands in)."""
     refilled_at: tuple[int, ...] = ()
     """Steps at which a resume started from an empty replay buffer (charts/replay_refilled)."""
 
@@ -162,6 +167,9 @@ def read_run(path: Path) -> Run:
         raise UserError(f"{path / 'config.yaml'} lacks a key the report needs: {error}") from None
     scalars = read_scalars(path)
     probes = {k: scalars[f"plasticity/{k}"] for k in PROBE_KEYS if f"plasticity/{k}" in scalars}
+    baselines = {
+        k: scalars[BASELINE_PREFIX + k] for k in PROBE_KEYS if BASELINE_PREFIX + k in scalars
+    }
     empty = Series(np.zeros(0, dtype=np.int64), np.zeros(0))
     return Run(
         path=path,
@@ -173,6 +181,7 @@ def read_run(path: Path) -> Run:
         step=checkpoint_step(path),
         returns=scalars.get(RETURN_TAG, empty),
         probes=probes,
+        baselines=baselines,
         frame_skip=frame_skip,
         refilled_at=tuple(int(s) for s in scalars[REFILL_TAG].steps)
         if REFILL_TAG in scalars

@@ -332,13 +332,21 @@ def feature_metrics(features: Tensor, delta: float) -> dict[str, float]:
 
 
 def ntk_metrics(gram: Tensor, jacobian_dtype: torch.dtype) -> dict[str, float]:
-    """Condition number and numerical rank of the NTK Gram matrix (see `metrics`)."""
+    """Numerical rank and extreme eigenvalues of the NTK Gram matrix, and its condition number
+    λ_max/λ_min only where it is a measurement: at full rank. A numerically singular Gram (two
+    equal states, or a collapsed network) gets no ntk_condition, whose value would be the
+    round-off ratio rather than the network's; its rank and λ_min say how singular it is."""
     eigenvalues = torch.linalg.eigvalsh(gram)
     rtol = metrics.gram_rank_rtol(gram.shape[0], jacobian_dtype)
-    return {
-        "ntk_condition": metrics.condition_number(eigenvalues),
-        "ntk_rank": float(metrics.numerical_rank(eigenvalues, rtol)),
+    rank = metrics.numerical_rank(eigenvalues, rtol)
+    figures = {
+        "ntk_rank": float(rank),
+        "ntk_lambda_max": float(eigenvalues.max().clamp_min(0.0)),
+        "ntk_lambda_min": float(eigenvalues.min().clamp_min(0.0)),
     }
+    if rank == gram.shape[0]:
+        figures["ntk_condition"] = metrics.condition_number(eigenvalues)
+    return figures
 
 
 def measure(
@@ -371,7 +379,8 @@ def measure(
     Returns:
         {key: value}, finite. Whole-network keys: dormant_fraction, dead_fraction,
         linearized_fraction, preact_mean, preact_std, param_norm, feature_norm, feature_rank,
-        effective_rank, ntk_condition, ntk_rank. Per layer, `<metric>/<module name>` for the first
+        effective_rank, ntk_rank, ntk_lambda_max, ntk_lambda_min, and ntk_condition where the NTK
+        has full rank. Per layer, `<metric>/<module name>` for the first
         five (a reused module's k-th call is `<name>#k`) and param_norm (modules owning parameters).
         A model without nonlinearity modules gets only the param_norm and NTK keys.
     """

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import only_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -89,6 +90,55 @@ def test_probes_are_measured_at_step_0_on_the_network_as_initialised(pong_run, t
     initial = math.sqrt(sum(p.double().square().sum().item() for p in params))
     # float32 rounding against 150 Adam steps at lr 6.25e-5, which moved the norm by ~1e-4.
     assert abs(norms[0].value - initial) < abs(norms[-1].value - initial) / 10
+
+
+def distinct_rows(batch) -> int:
+    return len({row.numpy().tobytes() for row in batch})
+
+
+def test_the_probe_batch_is_distinct_saved_and_measured_again_on_resume(pong_run, tmp_path):
+    # Smoke preset: learning starts at 200, probes every 400 on 32 states, the NTK on 8.
+    checkpoint = load_checkpoint(list_checkpoints(pong_run)[-2])  # step 400 (and 800 after it)
+    saved = checkpoint["probes"]
+    assert checkpoint["step"] == 400 and saved["drawn_at"] == 200  # drawn once learning started
+    assert saved["batch"].shape == (32, 4, 84, 84) and distinct_rows(saved["batch"]) == 32
+    tags = scalars(pong_run)
+    assert [e.value for e in tags["plasticity/ntk_rank"]] == [8.0, 8.0, 8.0]  # steps 0, 400, 800
+    assert all(1.0 <= e.value < 1e8 for e in tags["plasticity/ntk_condition"])  # cap is 4.5e15
+    baseline = tags["plasticity_baseline/dormant_fraction"]
+    assert [(e.step, e.value) for e in baseline] == [
+        (0, tags["plasticity/dormant_fraction"][0].value)
+    ]
+    # A resume restores the batch and the initial network: measuring the checkpoint's network
+    # on it gives what the run logged at that step.
+    config = configs.from_dict(checkpoint["config"])
+    trainer = train.Trainer(config, tmp_path, checkpoint)
+    trainer.env.close()
+    trainer.logger.close()
+    assert torch.equal(trainer.probes.batch.cpu(), saved["batch"])
+    again = trainer.probes.figures(trainer.agent.online, probes=True, fit=False)
+    logged = {
+        k.removeprefix("plasticity/"): v[1].value
+        for k, v in tags.items()
+        if k.startswith("plasticity/")
+    }
+    for key in ["dormant_fraction", "param_norm", "feature_rank", "effective_rank", "ntk_rank",
+                "ntk_condition", "dormant_fraction/torso.relu_conv1"]:  # fmt: skip
+        assert again[key] == pytest.approx(logged[key], rel=1e-5), key
+
+
+def test_a_classic_runs_probe_batch_is_distinct_and_its_ntk_has_full_rank(tmp_path):
+    args = ["--env", "CartPole-v1", "--preset", "classic", "--logdir", str(tmp_path),
+            "--total-steps", "2000", "--set", "probes.interval=1000",
+            "--set", "probes.fit_interval=0", "--set", "eval.interval=0"]  # fmt: skip
+    assert train.main(args) == 0
+    run_dir = only_run(tmp_path)
+    batch = load_checkpoint(list_checkpoints(run_dir)[-1])["probes"]["batch"]
+    assert batch.shape == (128, 4) and distinct_rows(batch) == 128
+    tags = scalars(run_dir)
+    assert [e.step // 1000 for e in tags["plasticity/ntk_rank"]] == [0, 1, 2]
+    assert all(e.value == 32 for e in tags["plasticity/ntk_rank"])
+    assert all(1.0 <= e.value < 1e12 for e in tags["plasticity/ntk_condition"])
 
 
 def test_evaluate_best_needs_a_run_with_evaluation_phases(pong_run):
