@@ -63,7 +63,10 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, *, keep: int) -> Path
 
 
 def write_atomic(path: Path, state: dict) -> None:
-    """torch.save `state` to `path` via a temp file, fsync and rename: `path` is whole or absent.
+    """torch.save `state` to `path` via a temp file, fsync, rename and fsync of the directory:
+    `path` is whole or absent, and the rename survives a power cut. The file gets the mode an
+    ordinary `open` would (0666 less the umask), as config.yaml and the events do, not mkstemp's
+    private 0600: collaborators on a shared filesystem can read it.
 
     Raises:
         NonFiniteError: a floating tensor in `state` holds NaN or Inf (nothing is written).
@@ -76,17 +79,38 @@ def write_atomic(path: Path, state: dict) -> None:
         raise write_error(path, error) from None
     file = WriteRecorder(os.fdopen(fd, "wb"))
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with file.file:
             torch.save(state, file)
             file.file.flush()
             os.fsync(file.file.fileno())
         os.replace(tmp, path)
+        fsync_directory(path.parent)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         cause = file.error or error  # torch reports a failed write as "unexpected pos"
         if isinstance(cause, OSError):
             raise write_error(path, cause) from None
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: it is put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_directory(folder: Path) -> None:
+    """Flush a directory entry (a rename) to disk; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class WriteRecorder:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import stat
 
 import pytest
 import torch
 
 from agents import find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
-from agents.checkpoint import CheckpointWriteError, NonFiniteError, load_latest
+from agents.checkpoint import CheckpointWriteError, NonFiniteError, checkpoint_path, load_latest
 from configs import UserError
 
 
@@ -141,3 +142,13 @@ def test_a_save_removes_temp_files_and_checkpoints_of_later_steps(tmp_path):
     (tmp_path / ".ckpt-killed.tmp").write_bytes(b"half a checkpoint")
     save_checkpoint(tmp_path, 250, state(250), keep=3)
     assert sorted(os.listdir(tmp_path)) == [f"ckpt_{s:012d}.pt" for s in (100, 200, 250)]
+
+
+def test_a_checkpoint_gets_the_mode_the_umask_gives_other_files(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        save_checkpoint(tmp_path, 5, {"step": 5}, keep=3)
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE(checkpoint_path(tmp_path, 5).stat().st_mode)
+    assert mode == 0o640  # 0666 less umask 027: readable by the group, as config.yaml would be
