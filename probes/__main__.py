@@ -1,8 +1,10 @@
 """Probe saved networks after the fact: `python -m probes RUN_OR_CHECKPOINT [MORE ...]`.
 
-States come from each checkpoint's own game under its training protocol, played by a seeded
-uniformly random policy, so checkpoints of the same game (e.g. two variants) are measured on
-exactly the same states and their columns compare directly.
+States come from each checkpoint's own game under its training protocol (for a continual run,
+the game its step was training on), played by a seeded uniformly random policy and kept once
+each, so checkpoints of the same game (e.g. two variants) are measured on exactly the same
+distinct states and their columns compare directly. Noisy networks are measured on their mean
+weights (eval mode), so a checkpoint gives the same table every time.
 """
 
 from __future__ import annotations
@@ -23,24 +25,31 @@ from probes.fit import probe_fit_loss
 from probes.observe import measure
 
 
-def collect_states(config: configs.Config, count: int, *, seed: int) -> tuple[np.ndarray, object]:
-    """`count` observations spread over `4 * count` random-policy steps of the config's game."""
-    env, spec, obs = make_env(config.env.id, 1, seed, config.env)
+def collect_states(
+    config: configs.Config, count: int, *, seed: int, step: int = 0
+) -> tuple[np.ndarray, object]:
+    """`count` distinct observations, every 4th of a random policy's steps in the game trained at
+    `step`, a state seen before skipped (at most 64·count steps)."""
+    env, spec, obs = make_env(config.env.id, 1, seed, config.env, step=step, switching=False)
     rng = np.random.default_rng(seed)
-    states = []
+    states, seen = [], set()
     try:
-        for _ in range(4 * count):
-            states.append(obs[0])
+        for t in range(64 * count):
+            if t % 4 == 0 and obs[0].tobytes() not in seen:
+                seen.add(obs[0].tobytes())
+                states.append(obs[0])
+                if len(states) == count:
+                    break
             obs, *_ = env.step(rng.integers(spec.num_actions, size=1))
     finally:
         env.close()
-    return np.stack(states[::4]), spec
+    return np.stack(states), spec
 
 
 def probe_checkpoint(path: Path, *, states: int, seed: int, fit: bool) -> dict[str, float]:
     checkpoint = load_checkpoint(find_checkpoint(path))
     config = configs.from_dict(checkpoint["config"])
-    obs, spec = collect_states(config, states, seed=seed)
+    obs, spec = collect_states(config, states, seed=seed, step=int(checkpoint.get("step", 0)))
     agent = agent_from_checkpoint(checkpoint, config, spec, device=torch.device("cpu"))
     batch, sizes = torch.from_numpy(obs), config.probes  # the sizes training logged with
     ntk_batch = min(sizes.ntk_batch, states)
@@ -50,6 +59,15 @@ def probe_checkpoint(path: Path, *, states: int, seed: int, fit: bool) -> dict[s
             agent.online, batch, steps=sizes.fit_steps, seed=seed
         )
     return figures
+
+
+def column_names(paths: list[str]) -> list[str]:
+    """One name per path given; a path given again is `path (2)`, `path (3)`, ..."""
+    names = []
+    for path in paths:
+        count = paths[: len(names)].count(path)
+        names.append(path if count == 0 else f"{path} ({count + 1})")
+    return names
 
 
 def table(columns: dict[str, dict[str, float]]) -> str:
@@ -84,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.states < 2:
             raise UserError(f"--states {args.states} is too few; the probes need at least 2.")
         columns = {
-            path: probe_checkpoint(Path(path), states=args.states, seed=args.seed, fit=args.fit)
-            for path in args.paths
+            name: probe_checkpoint(Path(path), states=args.states, seed=args.seed, fit=args.fit)
+            for name, path in zip(column_names(args.paths), args.paths, strict=True)
         }
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
