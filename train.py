@@ -521,11 +521,12 @@ def warn_unclipped_support(config: Config) -> None:
     to the end atoms without a word in the loss. losses/support_clipped logs how many are."""
     a, n = config.agent, config.network
     if is_categorical(a.loss) and not config.env.clip_rewards:
+        remedy = "" if a.value_transform != "none" else " or add the hyperbolic option"
         print(
             f"warning: {a.loss} learns raw rewards (env.clip_rewards=false) on a support of "
             f"[{n.v_min:g}, {n.v_max:g}]: TD targets outside it are clipped to its end atoms. "
             "losses/support_clipped logs the fraction of targets clipped; widen "
-            "network.v_min/v_max or add the hyperbolic option if it is not near 0.",
+            f"network.v_min/v_max{remedy} if it is not near 0.",
             file=sys.stderr,
         )
 

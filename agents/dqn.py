@@ -241,5 +241,11 @@ class DQNAgent:
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = int(state["updates"])
         self.rng.bit_generator.state = state["rng"]
-        self.anchors = {n: a.to(self.device) for n, a in state.get("anchors", {}).items()}
+        saved = state.get("anchors", {})
+        if isinstance(saved, list):  # saved before anchors had names: every parameter of more
+            # than one dimension, in order, was anchored then (norm gains too, dropped below)
+            names = [n for n, p in self.online.named_parameters() if p.ndim > 1]
+            saved = dict(zip(names, saved, strict=False))
+        current = {n for n, _ in self.regularized()}
+        self.anchors = {n: a.to(self.device) for n, a in saved.items() if n in current}
         self.anchor_new_parameters()

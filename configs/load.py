@@ -131,11 +131,11 @@ def variant_keys(variant: str, section: str | None = None) -> dict:
             raise UserError(f"--variant '{variant}' has an empty option; join options with '+'.")
         for option, name, rank in option_layers(given):
             for key, value in flatten(option_keys(option, section)).items():
-                if key in merged and merged[key] != value:
+                if key in merged:
                     owner, owner_rank = owners[key]
                     if rank < owner_rank:
-                        continue  # the higher precedence keeps the key
-                    if rank == owner_rank:
+                        continue  # the higher precedence keeps the key, whatever the value
+                    if rank == owner_rank and merged[key] != value:
                         raise UserError(
                             f"Options {owner} and {name} clash in --variant '{variant}': they set "
                             f"{key} to {merged[key]!r} and {value!r}. Drop one of them."
@@ -233,13 +233,18 @@ def resolve(
     return from_dict(raw)
 
 
+BEFORE_THE_KEY = {"network.init": "torch"}
+"""Keys whose runs saved before the key existed did something else than today's default: such
+a run takes this value (networks were drawn by PyTorch's default init before `network.init`)."""
+
+
 def from_dict(raw: dict) -> Config:
     """Typed Config from a nested mapping (e.g. a saved config.yaml), with every value checked.
-    Keys the suite gained after the mapping was saved take their defaults, so that runs saved by
-    an earlier version still resume and evaluate."""
+    Keys the suite gained after the mapping was saved take their defaults (or what those runs did,
+    `BEFORE_THE_KEY`), so that runs saved by an earlier version still resume and evaluate."""
     if isinstance(raw, dict):
         defaults = flatten(load_yaml(CONFIG_DIR / "defaults.yaml", "Defaults file"))
-        raw = unflatten({**defaults, **flatten(raw)})
+        raw = unflatten({**defaults, **BEFORE_THE_KEY, **flatten(raw)})
     config = build(Config, raw, "")
     check_values(config)
     return config

@@ -24,6 +24,12 @@ def test_a_combined_options_own_keys_win_over_its_parts_and_yield_to_named_optio
     c = resolve(variant="rainbow+hl_gauss")
     assert (c.agent.loss, c.agent.lr) == ("hl_gauss", 6.25e-5)
     assert resolve(variant="c51").agent.lr == 2.5e-4
+    # The order of the options never matters: c51 named outright keeps its keys either way.
+    for variant in ("rainbow+c51", "c51+rainbow"):
+        c = resolve(variant=variant)
+        assert (c.agent.lr, c.network.init, c.agent.n_step) == (2.5e-4, "variance_scaling", 3)
+    with pytest.raises(UserError, match="clash"):
+        resolve(variant="nstep3+rainbow+nstep5")
 
 
 def test_a_baselines_optimiser_and_init_yield_to_a_presets_own():
@@ -85,6 +91,9 @@ def test_a_config_saved_before_newer_keys_existed_takes_their_defaults():
     loaded = from_dict(saved)
     assert loaded.eval == resolve().eval and loaded.env.full_action_space is False
     assert loaded.network.layer_norm and loaded.env.id == "CartPole-v1"  # what was saved stays
+    del saved["network"]["init"]  # a run from before init schemes was drawn by PyTorch's default
+    assert from_dict(saved).network.init == "torch"
+    assert from_dict(to_dict(resolve())).network.init == "xavier_uniform"
 
 
 def test_clashing_options_name_both():

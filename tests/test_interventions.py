@@ -282,3 +282,18 @@ def test_every_option_trains_on_breakout_logs_its_events_and_resumes_past_inject
     assert isinstance(agent.online.head, InjectedHead)
     frames = torch.randint(0, 255, (3, 4, 84, 84), dtype=torch.uint8)
     assert measure(agent.online, frames, ntk_batch=2)["ntk_rank"] >= 1
+
+
+def test_a_regen_checkpoint_saved_before_anchors_had_names_resumes_with_its_anchors():
+    # Then the anchors were a list: every parameter of more than one dimension, in order.
+    spec = EnvSpec("CartPole-v1", False, (4,), np.dtype("float32"), 2, 1)
+    config = resolve(preset="classic", variant="regen+ln")
+    agent = build_agent(config, spec, torch.device("cpu"))
+    state = agent.state_dict()
+    old = [p.detach() + 1.0 for p in agent.online.parameters() if p.ndim > 1]
+    state["anchors"] = old
+    agent.load_state_dict(state)
+    assert sorted(agent.anchors) == ["head.out.weight", "torso.fc1.weight", "torso.fc2.weight"]
+    assert torch.equal(agent.anchors["torso.fc2.weight"], old[1])
+    state["anchors"] = []  # a checkpoint of a run without regen
+    agent.load_state_dict(state)
