@@ -10,11 +10,15 @@ import pytest
 from configs import UserError, describe_variants, resolve
 
 PARTS = "c51+nstep3+per+dueling+noisy+double"
+OWN = ["network.noisy_sigma0=0.1"]  # rainbow's own key: Dopamine's NoisyNetwork sigma
+ADAM = ["agent.lr=6.25e-5", "agent.adam_eps=1.5e-4", "network.init=xavier_uniform"]
+"""rainbow's soft keys over c51's: full_rainbow.gin's Adam and FullRainbowNetwork's init."""
 
 
 def test_rainbow_is_the_merge_of_its_parts_as_dopamine_runs_them() -> None:
-    rainbow, parts = resolve(variant="rainbow"), resolve(variant=PARTS)
+    rainbow, parts = resolve(variant="rainbow"), resolve(variant=PARTS, assignments=OWN + ADAM)
     assert dataclasses.replace(rainbow, variant=PARTS) == parts
+    assert resolve(variant=PARTS).agent.lr == 2.5e-4  # c51's own, which rainbow replaces
     a, n, r = rainbow.agent, rainbow.network, rainbow.replay
     assert (a.loss, a.n_step, a.double, a.epsilon_start, a.epsilon_end) == ("c51", 3, True, 0, 0)
     assert (n.dueling, n.noisy, n.num_atoms, n.v_min, n.v_max) == (True, True, 51, -10.0, 10.0)
@@ -33,7 +37,7 @@ def test_rainbow_combines_with_the_mitigations() -> None:
 
 
 def test_an_option_named_outright_replaces_the_part_of_rainbow_it_clashes_with() -> None:
-    parts = resolve(variant="per+dueling+noisy+nstep3+double+ln+wd+hl_gauss")
+    parts = resolve(variant="per+dueling+noisy+nstep3+double+ln+wd+hl_gauss", assignments=OWN)
     for spelling in ["rainbow+ln+wd+hl_gauss", "hl_gauss+ln+wd+rainbow"]:
         c = resolve(variant=spelling)  # HL-Gauss in place of C51's loss, the rest of Rainbow kept
         assert (c.agent, c.network, c.replay) == (parts.agent, parts.network, parts.replay)
