@@ -122,10 +122,17 @@ def test_repeated_updates_fit_a_fixed_batch():
 
 
 def test_gradient_clipping_bounds_the_reported_norm_before_clipping():
+    # loss = 3 Σθ: every gradient element is 3, so the norm is 3√N before clipping to 0.001.
     agent = agent_for("dqn", "agent.max_grad_norm=0.001")
-    metrics = agent.update(batch(reward=100.0))
-    assert metrics["grad_norm"].item() > 0.001  # the norm is reported before clipping
-    agent.update(batch(reward=100.0))
+    params = list(agent.online.parameters())
+    count = sum(p.numel() for p in params)
+    metrics = agent.optimise(3.0 * sum(p.sum() for p in params))
+    assert metrics["grad_norm"].item() == pytest.approx(3.0 * count**0.5, rel=1e-5)
+    clipped = torch.sqrt(sum(p.grad.double().square().sum() for p in params)).item()
+    assert clipped == pytest.approx(0.001, rel=1e-4)  # what the optimiser stepped with
+    unclipped = agent_for("dqn")  # max_grad_norm 0: the gradient is left as it is
+    unclipped.optimise(3.0 * sum(p.sum() for p in unclipped.online.parameters()))
+    assert all(torch.all(p.grad == 3.0) for p in unclipped.online.parameters())
 
 
 def test_state_dict_round_trip_restores_weights_optimizer_and_rng():

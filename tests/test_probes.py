@@ -269,9 +269,17 @@ def test_layernorm_before_relu_is_measured_after_the_norm() -> None:
 @pytest.mark.parametrize("act", [nn.GELU, nn.Tanh, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.PReLU])
 def test_smooth_and_leaky_nonlinearities_are_found(act: type[nn.Module]) -> None:
     net = mlp(width=16, act=act)
-    r = probes.measure(net, gaussian())
+    x = gaussian()
+    r = probes.measure(net, x)
     assert {"dormant_fraction/a0", "preact_std/a1", "linearized_fraction/a1"} <= r.keys()
     assert all_finite(r)
+    # The first nonlinearity's input is the first layer's output: its moments, in float64.
+    z = net.l0(x).detach().double()
+    assert r["preact_mean/a0"] == pytest.approx(z.mean().item(), rel=1e-5, abs=1e-7)
+    assert r["preact_std/a0"] == pytest.approx(z.std(unbiased=False).item(), rel=1e-4)
+    # Linearized: units whose preactivation is > 0 on at least 99% of the inputs.
+    linear = ((z > 0).double().mean(0) >= 0.99).double().mean().item()
+    assert r["linearized_fraction/a0"] == pytest.approx(linear)
 
 
 def test_a_saturated_tanh_is_not_dead() -> None:
