@@ -86,3 +86,19 @@ def test_the_convolution_kernels_that_ran_are_named_per_precision():
     kernels = figures.onednn_kernels()
     # oneDNN names an implementation and its ISA, e.g. brg_conv_fwd:avx512_core_bf16.
     assert set(kernels) == {"fp32", "bf16"} and all(kernels.values())
+
+
+def test_both_programs_are_timed_over_the_same_window_of_steps(tmp_path):
+    # CleanRL logs a loss every 100 steps from 2,100, the suite every 1,000 from 3,000; the wall
+    # clock runs at 10 steps/s before step 3,000 and 40 steps/s after: both must read 40.
+    from torch.utils.tensorboard import SummaryWriter
+
+    from benchmarks.versus_cleanrl import loss_rate
+
+    for name, first, every in [("cleanrl", 2_100, 100), ("suite", 3_000, 1_000)]:
+        writer = SummaryWriter(str(tmp_path / name))
+        for step in range(first, 12_001, every):
+            wall = step / 10 if step <= 3_000 else 300 + (step - 3_000) / 40
+            writer.add_scalar("losses/td_loss", 1.0, step, walltime=1e9 + wall)
+        writer.close()
+        assert abs(loss_rate(tmp_path / name) - 40.0) < 1e-3, name
