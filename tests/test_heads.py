@@ -8,10 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import only_run
 from torch import nn
 
+import configs
 import probes
-from agents import build_agent
+import train
+from agents import agent_from_checkpoint, build_agent, find_checkpoint, load_checkpoint
 from configs import resolve
 from envs import EnvSpec
 from networks import CategoricalDuelingHead, DuelingHead, NoisyLinear, build_network
@@ -158,3 +161,25 @@ def test_a_noisy_agent_explores_by_noise_and_redraws_it_to_act_and_learn() -> No
     obs = torch.randn(4, 4)
     agent.update(Batch(obs, torch.zeros(4, dtype=torch.int64), torch.ones(4), torch.ones(4), obs))
     assert not torch.equal(online.eps_out, before[0]) and not torch.equal(target.eps_out, before[1])
+
+
+def test_a_noisy_checkpoint_loaded_twice_gives_the_same_q_values(tmp_path) -> None:
+    # Noise buffers are not saved and a build draws them afresh: loaded twice, a checkpoint once
+    # gave Q = [1.79, 1.13] and then [2.19, 1.43]. In eval mode it is its mean network.
+    args = ["--env", "CartPole-v1", "--preset", "classic", "--variant", "rainbow",
+            "--logdir", str(tmp_path), "--total-steps", "1200",
+            "--set", "probes.enabled=false", "--set", "eval.interval=0"]  # fmt: skip
+    assert train.main(args) == 0
+    checkpoint = load_checkpoint(find_checkpoint(only_run(tmp_path)))
+    config = configs.from_dict(checkpoint["config"])
+    spec = EnvSpec("CartPole-v1", False, (4,), np.dtype("float32"), 2, 1)
+    obs = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    q = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # another noise draw at build time
+        agent = agent_from_checkpoint(checkpoint, config, spec, device=torch.device("cpu"))
+        agent.online.eval()
+        q.append(agent.q_values(obs))
+    assert torch.equal(q[0], q[1])
+    agent.online.train()  # with its noise drawn, the same weights act otherwise
+    assert not torch.equal(agent.q_values(obs), q[1])
