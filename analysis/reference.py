@@ -3,8 +3,11 @@
     python -m analysis.reference GAME [--agent A ...] [--every N]
 
 Source: google/dopamine, `baselines/atari/data/<game>.json` (Apache-2.0, Copyright 2018 The
-Dopamine Authors), shipped as `analysis/data/dopamine_atari.csv.gz` beside its NOTICE (commit,
-changes made) and LICENSE-dopamine; `analysis/data/make_dopamine_reference.py` rebuilds it.
+Dopamine Authors), read from one compact file, `dopamine_atari.csv.gz`, that
+`python -m analysis.data.make_dopamine_reference CLONE` builds from a clone of Dopamine (with its
+LICENSE and our NOTICE of the commit and the changes made). The file is not in this repository:
+it is looked for where `PLASTICITY_DOPAMINE_DATA` points, then in `analysis/data/` (where the
+script writes it), then in the `shared/data/` folder beside the checkout.
 
 Conventions:
 - A value is one run's average return over the *training* episodes of one iteration (raw game
@@ -28,6 +31,7 @@ import argparse
 import csv
 import gzip
 import io
+import os
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -38,7 +42,13 @@ import numpy as np
 from configs.errors import UserError
 from envs.atari import atari_rom
 
-DATA_FILE = Path(__file__).resolve().parent / "data" / "dopamine_atari.csv.gz"
+DATA_NAME = "dopamine_atari.csv.gz"
+DATA_ENV = "PLASTICITY_DOPAMINE_DATA"
+PLACES = (
+    Path(__file__).resolve().parent / "data" / DATA_NAME,
+    Path(__file__).resolve().parents[2] / "shared" / "data" / DATA_NAME,
+)
+"""Where the data file is looked for when PLASTICITY_DOPAMINE_DATA is not set."""
 SOURCE = "dopamine"
 FRAMES_PER_ITERATION = 1_000_000
 FRAME_SKIP = 4
@@ -67,10 +77,34 @@ class Table:
     rows: dict[str, list[list[str]]]
 
 
+def data_file() -> Path:
+    """The data file: where PLASTICITY_DOPAMINE_DATA points, else the first of `PLACES` found."""
+    if os.environ.get(DATA_ENV):
+        places = (Path(os.environ[DATA_ENV]),)
+    else:
+        places = PLACES
+    for place in places:
+        if place.is_file():
+            return place
+    raise UserError(
+        f"Dopamine's baseline data is not on this machine (looked for {', '.join(map(str, places))}"
+        "). Build it from a clone of google/dopamine with `python -m "
+        "analysis.data.make_dopamine_reference CLONE`, or set PLASTICITY_DOPAMINE_DATA to the file."
+    )
+
+
+def has_data() -> bool:
+    try:
+        data_file()
+    except UserError:
+        return False
+    return True
+
+
 @cache
 def table() -> Table:
-    """The shipped file, read once."""
-    text = gzip.decompress(DATA_FILE.read_bytes()).decode()
+    """The data file, read once."""
+    text = gzip.decompress(data_file().read_bytes()).decode()
     lines = text.splitlines()
     comments = [line[2:] for line in lines if line.startswith("# ")]
     header = dict(c.split(": ", 1) for c in comments if ": " in c)

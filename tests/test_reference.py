@@ -23,6 +23,11 @@ from analysis.runs import read_run
 from configs.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
+needs_data = pytest.mark.skipif(
+    not reference.has_data(),
+    reason="Dopamine's baseline data is not on this machine "
+    "(python -m analysis.data.make_dopamine_reference CLONE builds it)",
+)
 PNG = b"\x89PNG\r\n\x1a\n"
 ADAM_MSE = "DQN (Adam + MSE in JAX)"
 
@@ -38,6 +43,7 @@ PONG_ADAM_MSE = {
 }  # fmt: skip
 
 
+@needs_data
 @pytest.mark.parametrize(
     "game, agent, run, iteration, value",
     [
@@ -61,6 +67,7 @@ def test_values_read_back_are_the_source_jsons_exactly(game, agent, run, iterati
     assert reference.load(game, agent).values[run, iteration] == value
 
 
+@needs_data
 def test_every_game_has_five_full_runs_of_each_of_the_six_agents():
     assert len(reference.games()) == 60
     for game in reference.games():
@@ -79,6 +86,7 @@ def test_runs_are_split_where_the_iteration_restarts_or_the_agent_changes():
     }
 
 
+@needs_data
 @pytest.mark.parametrize(
     "spelling", ["Breakout", "breakout", "ALE/Breakout-v5", "BreakoutNoFrameskip-v4"]
 )
@@ -86,6 +94,7 @@ def test_a_game_is_found_by_any_spelling_the_suite_accepts(spelling):
     assert reference.reference_game(spelling) == "breakout"
 
 
+@needs_data
 def test_dopamines_own_game_names_map_to_rom_ids():
     assert reference.reference_game("spaceinvaders") == "space_invaders"
     assert reference.reference_game("SpaceInvaders") == "space_invaders"
@@ -99,6 +108,7 @@ def test_an_iteration_is_250k_agent_steps_at_frame_skip_4():
     assert reference.iteration_of(200_000, frame_skip=5) == 1  # 1M frames at frame skip 5
 
 
+@needs_data
 def test_matched_gives_the_iteration_holding_a_step_and_a_scores_percentile():
     """Breakout DQN at iteration 7 (records 7 + 199 r of breakout.json); a score of 16.0 has
     two runs below it (14.12, 15.59) of five: the 40th percentile."""
@@ -114,6 +124,7 @@ def test_matched_gives_the_iteration_holding_a_step_and_a_scores_percentile():
     assert reference.matched("breakout", "dqn", 199 * 250_000, score=0.0) is None
 
 
+@needs_data
 def test_mean_spread_and_std_over_runs_per_iteration():
     curve = reference.load("pong", "dqn_adam_mse")
     for i, runs in PONG_ADAM_MSE.items():
@@ -122,6 +133,7 @@ def test_mean_spread_and_std_over_runs_per_iteration():
         assert curve.std()[i] == pytest.approx(np.std(runs, ddof=1))
 
 
+@needs_data
 def test_edges_stop_at_the_last_step_shown():
     curve = reference.load("pong", "dqn_adam_mse")
     assert list(reference.edges_until(curve, 240.0)) == [0, 240]
@@ -165,6 +177,7 @@ def runs_dir(tmp_path_factory) -> Path:
     return logdir
 
 
+@needs_data
 def test_a_runs_returns_are_compared_per_iteration_by_hand(runs_dir):
     run = read_run(runs_dir / "pong__dqn__s7")
     curve = reference.load("pong", "dqn_adam_mse")
@@ -194,6 +207,7 @@ def reported(runs_dir, tmp_path_factory) -> tuple[Path, dict]:
     return out, json.loads((out / "summary.json").read_text())
 
 
+@needs_data
 def test_the_report_sets_each_atari_run_beside_the_reference(reported, runs_dir):
     _, summary = reported
     assert summary["reference"]["agents"] == {"dqn_adam_mse": ADAM_MSE}
@@ -212,6 +226,7 @@ def test_the_report_sets_each_atari_run_beside_the_reference(reported, runs_dir)
     assert [c["percentile"] for c in long] == [100.0, 50.0, 100.0]
 
 
+@needs_data
 def test_a_game_without_a_reference_is_said_so(reported):
     out, summary = reported
     cartpole = next(r for r in summary["runs"] if r["game"] == "CartPole-v1")
@@ -223,6 +238,7 @@ def test_a_game_without_a_reference_is_said_so(reported):
     assert "No published reference: CartPole-v1 is not an Atari game" in page  # its caption
 
 
+@needs_data
 def test_the_pong_figure_is_drawn_with_the_reference_behind_it(reported):
     out, _ = reported
     data = (out / "curves_pong.png").read_bytes()
@@ -230,6 +246,7 @@ def test_the_pong_figure_is_drawn_with_the_reference_behind_it(reported):
     assert "Dopamine&#x27;s published training returns" in (out / "index.html").read_text()
 
 
+@needs_data
 def test_other_agents_are_chosen_by_short_name(runs_dir, tmp_path):
     argv = [str(runs_dir), "--out", str(tmp_path), "--reps", "20",
             "--reference", "dopamine:C51,rainbow"]  # fmt: skip
@@ -240,6 +257,7 @@ def test_other_agents_are_chosen_by_short_name(runs_dir, tmp_path):
     assert set(entry) == {"c51", "rainbow"}
 
 
+@needs_data
 @pytest.mark.parametrize(
     "spec, named", [("dopamine:nope", "dqn_adam_mse"), ("atari57", "dopamine:AGENT")]
 )
@@ -249,6 +267,7 @@ def test_a_bad_reference_is_one_error_line(spec, named, runs_dir, tmp_path, caps
     assert err.startswith("error:") and named in err and err.count("\n") == 1
 
 
+@needs_data
 def test_the_cli_prints_mean_min_and_max_per_iteration():
     command = [sys.executable, "-m", "analysis.reference", "ALE/Pong-v5", "--agent",
                "dqn_adam_mse", "--every", "1"]  # fmt: skip
@@ -261,6 +280,7 @@ def test_the_cli_prints_mean_min_and_max_per_iteration():
         assert rows[str(i)][2:] == expected
 
 
+@needs_data
 def test_the_default_cli_table_shows_0_to_9_then_every_10th_and_the_last(capsys):
     assert reference.main(["breakout"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -269,6 +289,7 @@ def test_the_default_cli_table_shows_0_to_9_then_every_10th_and_the_last(capsys)
     assert all(name in lines[1] for name in reference.AGENTS)
 
 
+@needs_data
 @pytest.mark.parametrize(
     "argv, named",
     [(["CartPole-v1"], "breakout"), (["adventure"], "space_invaders"),
@@ -280,6 +301,7 @@ def test_an_unknown_game_or_agent_is_one_error_line_listing_the_known_ones(argv,
     assert err.startswith("error:") and named in err and err.count("\n") == 1
 
 
+@needs_data
 def test_the_cli_error_has_no_traceback():
     command = [sys.executable, "-m", "analysis.reference", "Tetris"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -287,6 +309,7 @@ def test_the_cli_error_has_no_traceback():
     assert done.stderr.startswith("error: 'Tetris'") and "Traceback" not in done.stderr
 
 
+@needs_data
 def test_a_user_error_for_an_unknown_agent_lists_short_and_source_names():
     with pytest.raises(UserError, match=r"quantile \(Quantile \(JAX\)\)"):
         reference.load("pong", "qr")
@@ -295,12 +318,31 @@ def test_a_user_error_for_an_unknown_agent_lists_short_and_source_names():
     assert reference.parse_spec("Dopamine:dqn, c51,dqn") == ("dqn", "c51")
 
 
+@needs_data
 def test_the_data_ships_with_its_licence_and_notice():
     data = ROOT / "analysis" / "data"
     notice = (data / "NOTICE").read_text()
     assert "Apache License, Version 2.0" in notice and "5873f5494ee0c2d7c016" in notice
-    assert "Apache License" in (data / "LICENSE-dopamine").read_text()
-    assert (data / "dopamine_atari.csv.gz").stat().st_size < 2.1e6
+    found = reference.data_file()
+    assert "Apache License" in (found.parent / "LICENSE-dopamine").read_text()
+    assert found.stat().st_size < 2.1e6
     setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     shipped = setup["package-data"]["analysis"]
     assert {"data/*.csv.gz", "data/NOTICE", "data/LICENSE-dopamine"} <= set(shipped)
+
+
+def test_missing_data_is_one_error_line_naming_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv(reference.DATA_ENV, str(tmp_path / "none.csv.gz"))
+    reference.table.cache_clear(), reference.load.cache_clear()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "analysis.reference", "breakout"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert str(tmp_path / "none.csv.gz") in result.stderr
+        assert "make_dopamine_reference CLONE" in result.stderr
+        with pytest.raises(UserError, match="not on this machine"):
+            reference.load("breakout", "dqn")
+    finally:
+        reference.table.cache_clear(), reference.load.cache_clear()
