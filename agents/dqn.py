@@ -158,11 +158,11 @@ class DQNAgent:
         when that is set (the lab fits its targets through this too). Returns the gradient norm,
         and regen's distance when regen is on."""
         metrics, c = {}, self.config
+        named = self.regularized() if c.l2 > 0 or c.regen > 0 else []  # one walk per step
         if c.l2 > 0:
-            loss = loss + c.l2 * sum(p.square().sum() for _, p in self.regularized())
+            loss = loss + c.l2 * sum(p.square().sum() for _, p in named)
         if c.regen > 0:
-            self.anchor_new_parameters()
-            named = self.regularized()
+            self.anchor_new_parameters(named)
             distance = regen_penalty([p for _, p in named], [self.anchors[n] for n, _ in named])
             loss = loss + c.regen * distance
             metrics["interventions/regen"] = distance
@@ -178,14 +178,19 @@ class DQNAgent:
         a head that an intervention adds (inject) is covered and a frozen one is not."""
         return list(regularized(self.online, self.config.regularize))
 
-    def anchor_new_parameters(self) -> None:
-        """θ⁰ for every regularized parameter without one yet, and none for a parameter no longer
-        regularized (a head frozen by inject); a no-op without regen."""
-        if self.config.regen > 0:
-            self.anchors = {
-                name: self.anchors[name] if name in self.anchors else param.detach().clone()
-                for name, param in self.regularized()
-            }
+    def anchor_new_parameters(self, named: list[tuple[str, nn.Parameter]] | None = None) -> None:
+        """θ⁰ for every regularized parameter (`named`, default read now) without one yet, and
+        none for a parameter no longer regularized (a head frozen by inject); a no-op without
+        regen, and without a change of structure since the last call."""
+        if self.config.regen == 0:
+            return
+        named = self.regularized() if named is None else named
+        if len(named) == len(self.anchors) and all(n in self.anchors for n, _ in named):
+            return
+        self.anchors = {
+            name: self.anchors[name] if name in self.anchors else param.detach().clone()
+            for name, param in named
+        }
 
     def gradient_norm(self) -> Tensor:
         """The gradient's global L2 norm, after clipping it to max_grad_norm when that is set.
