@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from configs import scalars
 from configs.errors import UserError
 from configs.schema import Config
 
@@ -29,9 +28,10 @@ NSTEP = re.compile(r"nstep(\d+)$")
 
 
 def load_yaml(path: Path, what: str) -> dict:
-    """Read a YAML mapping, or raise a UserError naming the file."""
+    """Read a YAML mapping (numbers in decimal, booleans as true or false: `scalars`), or raise a
+    UserError naming the file."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = scalars.read(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist.") from None
     except (OSError, *YAML_ERRORS) as error:
@@ -191,17 +191,39 @@ def unknown_key_message(key: str, known: dict, source: str) -> str:
 
 
 def parse_set(assignment: str) -> dict:
-    """`agent.lr=1e-4` -> {'agent': {'lr': 0.0001}} (the value is read as YAML)."""
+    """`agent.lr=1e-4` -> {'agent': {'lr': 0.0001}}. The value is read as YAML, as a config file
+    is (`scalars`), except that a key taking a string takes the text as written when YAML would
+    read something else: `env.id=on` is 'on', `env.id=1.0` is '1.0'."""
     key, sep, text = assignment.partition("=")
-    if not sep or not key.strip():
+    key, text = key.strip(), text.strip()
+    if not sep or not key:
         raise UserError(
             f"--set '{assignment}' must look like section.key=value, e.g. agent.lr=1e-4."
         )
     try:
-        value = yaml.safe_load(text)
+        value = scalars.read(text)
     except YAML_ERRORS:  # not YAML: the text itself, refused by the key's type if need be
         value = text
-    return unflatten({key.strip(): value})
+    if text and not isinstance(value, str) and takes_text(key_kind(key)):
+        value = text
+    return unflatten({key: value})
+
+
+def key_kind(key: str) -> Any:
+    """The annotation of a dotted config key; None for a key the schema lacks."""
+    kind: Any = Config
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(kind):
+            return None
+        kind = typing.get_type_hints(kind).get(part)
+    return kind
+
+
+def takes_text(kind: Any) -> bool:
+    """Whether a key of this annotation takes a string (`str` or a Literal of strings)."""
+    if typing.get_origin(kind) is Literal:
+        return all(isinstance(arg, str) for arg in typing.get_args(kind))
+    return kind is str
 
 
 def resolve(
@@ -300,35 +322,34 @@ def as_list(value: Any) -> list:
 def coerce_scalar(value: Any, kind: type) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
-            raise ValueError("true or false")
+            advice = scalars.misread(value, numeric=False) if isinstance(value, str) else ""
+            raise ValueError(f"true or false{advice}")
         return value
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        number = finite_number(value, "a whole number")  # YAML reads 1e6 as a string
+        number = finite_number(value, "a whole number")  # 1e6 is a float
         if number != int(number):
             raise ValueError("a whole number")
         return int(number)
     if kind is float:
-        return finite_number(value, "a number")
+        return float(finite_number(value, "a number"))
     if kind is str:
         if not isinstance(value, str):
-            raise ValueError("a string")
+            raise ValueError("a string (quoted, in a YAML file, if YAML reads it as another type)")
         return value
     raise TypeError(f"unsupported annotation {kind}")
 
 
-def finite_number(value: Any, expected: str) -> float:
-    """float(value) for a finite number or numeric string; ValueError(expected) otherwise."""
-    if isinstance(value, bool):
+def finite_number(value: Any, expected: str) -> int | float:
+    """A finite number, or the decimal number a string says; ValueError(expected) otherwise."""
+    if isinstance(value, str):
+        value = scalars.number(value, expected)
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(expected)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(expected) from None
-    if not math.isfinite(number):
+    if not math.isfinite(value):
         raise ValueError(f"{expected} (finite)")
-    return number
+    return value
 
 
 def at_least(low: float) -> Callable[[Any], bool]:

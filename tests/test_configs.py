@@ -165,3 +165,73 @@ def test_every_option_file_has_a_description_and_the_paper_grid_resolves():
     } <= set(grid)
     for variant in grid:
         resolve(variant=variant)
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("train.seed=010", r"'train\.seed' got '010'.*010 as 8 \(octal\), so write 10 \(or 8\)"),
+        ("train.seed=08", r"'train\.seed' got '08'.*write 8, without the leading zero"),
+        ("train.total_steps=1:30", r"got '1:30'.*read 1:30 as 90 \(base 60\), so write 90\."),
+        ("train.seed=0x10", r"got '0x10'.*read 0x10 as 16 \(hexadecimal\), so write 16\."),
+        ("train.seed=0b101", r"read 0b101 as 5 \(binary\), so write 5\."),
+        ("train.seed=1__0", r"read 1__0 as 10 \(underscores dropped\), so write 10\."),
+        ("agent.lr=1:30", r"'agent\.lr' got '1:30'; it takes a number.*as 90 \(base 60\)"),
+        ("agent.lr=0:0.5", r"read 0:0.5 as 0.5 \(base 60\), so write 0.5\."),
+        ("network.mlp_hidden=[010, 16]", r"'network\.mlp_hidden' got '010'.*write 10 \(or 8\)"),
+        ("agent.double=yes", r"got 'yes'; it takes true or false: YAML 1\.1 .* as true, so write"),
+        ("agent.double=off", r"takes true or false: YAML 1\.1 would read off as false, so write"),
+    ],
+)
+def test_set_refuses_numbers_and_booleans_that_yaml_1_1_reads_otherwise(assignment, message):
+    # PyYAML reads YAML 1.1: 010 is octal 8, 1:30 is 60 + 30, yes/off are booleans.
+    with pytest.raises(UserError, match=message):
+        resolve(assignments=[assignment])
+
+
+def test_set_takes_numbers_in_decimal_with_underscores_and_exponents():
+    c = resolve(
+        assignments=[
+            "train.seed=0",
+            "replay.capacity=1_000_000",
+            "agent.batch_size=3.2e1",
+            "agent.lr=1e-4",  # YAML 1.1 reads this as a string: we read it as written
+            "agent.adam_eps=.5E-3",
+            "network.v_min=-1_0.5",
+            "agent.double=True",
+        ]
+    )
+    assert (c.train.seed, c.replay.capacity, c.agent.batch_size) == (0, 1_000_000, 32)
+    assert (c.agent.lr, c.agent.adam_eps, c.network.v_min, c.agent.double) == (
+        0.0001,
+        0.0005,
+        -10.5,
+        True,
+    )
+
+
+@pytest.mark.parametrize("text", ["on", "no", "1.0", "010", "null", "~", "true", "2024-01-01"])
+def test_set_gives_a_string_key_the_text_as_written(text):
+    assert resolve(assignments=[f"env.id={text}"]).env.id == text
+
+
+def test_set_on_a_string_key_reads_yaml_quotes_and_refuses_an_empty_value():
+    assert resolve(assignments=["env.id='Pong'"]).env.id == "Pong"
+    with pytest.raises(UserError, match=r"'env\.id' got None; it takes a string"):
+        resolve(assignments=["env.id="])
+
+
+def test_a_config_file_is_read_with_the_same_rules_as_set(tmp_path):
+    file = tmp_path / "mine.yaml"
+    file.write_text("env: {id: on}\nagent: {lr: 1e-4, double: false}\n")
+    c = resolve(config_file=str(file))
+    assert (c.env.id, c.agent.lr, c.agent.double) == ("on", 0.0001, False)
+    file.write_text("train: {seed: 010}\n")
+    with pytest.raises(UserError, match=r"'train\.seed' got '010'.*so write 10 \(or 8\)"):
+        resolve(config_file=str(file))
+    file.write_text("agent: {double: on}\n")
+    with pytest.raises(UserError, match=r"read on as true, so write true"):
+        resolve(config_file=str(file))
+    file.write_text("env: {id: 1.0}\n")  # a file has no --set text to fall back on: quote it
+    with pytest.raises(UserError, match=r"'env\.id' got 1\.0; it takes a string \(quote"):
+        resolve(config_file=str(file))
