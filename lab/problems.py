@@ -42,6 +42,9 @@ class LabelSize:
     classes: int
     task_steps: int
     tasks: int
+    settle: int
+    """Updates at the end of every task in which no label changes: every label scored at a task's
+    end, under either schedule, has stood unchanged for at least this many updates."""
 
 
 class RunLog:
@@ -135,10 +138,12 @@ def labels(
 ) -> list[float]:
     """Random-label memorisation under nonstationarity (Lyle et al. 2024): every input has
     a label, its target values are one-hot (1 at the label, 0 elsewhere) and the prediction is the
-    highest value. Every `task_steps` updates the labels are re-drawn: all at once (abrupt), or
-    each exactly once, in a random order, spread evenly over the task's updates (smooth), so that
-    both change the same labels as often. Returns the training accuracy on the current labels at
-    the end of each task."""
+    highest value. Every `task_steps` updates the labels are re-drawn: all at once before the
+    task's first update (abrupt), or each exactly once, in a random order, spread evenly over its
+    first task_steps − settle updates (smooth), so that both change the same labels as often.
+    No label changes in a task's last `settle` updates, so that both schedules are scored on
+    labels that have stood for at least that long. Returns the training accuracy on the current
+    labels at the end of each task."""
     generator = torch.Generator().manual_seed(derived_seed(seed, 3))
     current = torch.randint(size.classes, (len(inputs),), generator=generator)
     learner = Learner(config, inputs, size.classes, seed=seed)
@@ -148,7 +153,9 @@ def labels(
         changes = [torch.arange(0)] * size.task_steps  # labels re-drawn before each update
         if task > 0:
             order = torch.randperm(len(inputs), generator=generator)
-            changes = spread(order, size.task_steps) if smooth else [order, *changes[1:]]
+            changing = size.task_steps - size.settle
+            first = spread(order, changing) if smooth else [order, *changes[1:changing]]
+            changes = [*first, *changes[changing:]]
         for due in changes:
             current[due] = torch.randint(size.classes, (len(due),), generator=generator)
             targets = F.one_hot(current, size.classes).float()
