@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 import math
 import re
+import shlex
 import types
 import typing
 from collections.abc import Callable
@@ -124,6 +125,11 @@ def variant_keys(variant: str, section: str | None = None) -> dict:
     is Rainbow with HL-Gauss in place of C51's loss. Two options of the same precedence that set
     one key to different values clash, and the error names both (and where they came from).
     `section=SOFT` merges the options' `defaults` sections by the same rules."""
+    return unflatten(variant_owners(variant, section)[0])
+
+
+def variant_owners(variant: str, section: str | None = None) -> tuple[dict, dict[str, str]]:
+    """`variant_keys`, flat, and for each key the option that set it ("'c51' (from 'rainbow')")."""
     merged: dict = {}
     owners: dict[str, tuple[str, int]] = {}  # key -> (who set it, precedence)
     for given in [o.strip() for o in variant.split("+")]:
@@ -141,7 +147,7 @@ def variant_keys(variant: str, section: str | None = None) -> dict:
                             f"{key} to {merged[key]!r} and {value!r}. Drop one of them."
                         )
                 merged[key], owners[key] = value, (name, rank)
-    return unflatten(merged)
+    return merged, {key: name for key, (name, _) in owners.items()}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -233,9 +239,12 @@ def resolve(
     variant: str | None = None,
     overrides: dict | None = None,
     assignments: list[str] = (),
+    on_override: Callable[[str], None] | None = None,
 ) -> Config:
     """Build the Config: defaults < the variant's `defaults` sections < preset < config file <
-    variant < overrides < --set."""
+    variant < overrides < --set. `on_override` is called with one `warning:` line for each key
+    the config file sets that an option of the variant replaces with another value (unless an
+    override or --set sets it anyway); a preset's keys are the project's to replace: no line."""
     raw = load_yaml(CONFIG_DIR / "defaults.yaml", "Defaults file")
     if variant is not None:
         raw = merge(raw, variant_keys(variant, SOFT), f"--variant {variant}")
@@ -244,15 +253,45 @@ def resolve(
             known = ", ".join(available("presets"))
             raise UserError(f"Unknown preset '{preset}'. Known presets: {known}.")
         raw = merge(raw, load_yaml(CONFIG_DIR / "presets" / f"{preset}.yaml", "Preset"), preset)
+    mine = {}
     if config_file is not None:
-        raw = merge(raw, load_yaml(Path(config_file), "Config file"), config_file)
+        mine = load_yaml(Path(config_file), "Config file")
+        raw = merge(raw, mine, config_file)
     if variant is not None:
+        if on_override is not None:
+            later = {*flatten(overrides or {}), *(a.partition("=")[0].strip() for a in assignments)}
+            for line in replaced(mine, variant, config_file, later):
+                on_override(line)
         raw = merge(raw, variant_keys(variant), f"--variant {variant}")
         raw["variant"] = "+".join(o.strip() for o in variant.split("+"))
     raw = merge(raw, overrides or {}, "the command line")
     for assignment in assignments:
         raw = merge(raw, parse_set(assignment), f"--set {assignment}")
     return from_dict(raw)
+
+
+def replaced(mine: dict, variant: str, source: str | None, later: set[str]) -> list[str]:
+    """A `warning:` line for each key of the config file `source` (`mine`) that an option of
+    `variant` sets to another value, unless a key in `later` (an override, a --set) sets it."""
+    keys, owners = variant_owners(variant)
+    lines = []
+    for key, value in flatten(mine).items():
+        if key in keys and keys[key] != value and key not in later:
+            lines.append(
+                f"warning: option {owners[key]} replaces {key}={as_text(value)} from {source} "
+                f"with {as_text(keys[key])} (--variant is applied after --config); add --set "
+                f"{shlex.quote(f'{key}={as_text(value)}')} to keep it."
+            )
+    return lines
+
+
+def as_text(value: Any) -> str:
+    """A value as --set takes it: 0.001, true, [64, 64], mse."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(map(as_text, value))}]"
+    return str(value)
 
 
 BEFORE_THE_KEY = {"network.init": "torch"}

@@ -27,8 +27,8 @@ IMPLICIT = {
     "tag:yaml.org,2002:null": r"~|null|Null|NULL|",
     "tag:yaml.org,2002:merge": r"<<",
 }
-"""The plain scalars that are not strings (the YAML 1.2 core schema's, with Python's
-underscores); dates, base 60, octal, hexadecimal and yes/no/on/off stay strings."""
+"""The plain scalars that are not strings: the YAML 1.2 core schema's, in decimal only and with
+Python's underscores; dates, base 60, octal, hexadecimal and yes/no/on/off stay strings."""
 
 
 class ConfigLoader(yaml.SafeLoader):

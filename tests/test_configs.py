@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import train
 from configs import (
     UserError,
     available,
@@ -235,3 +236,52 @@ def test_a_config_file_is_read_with_the_same_rules_as_set(tmp_path):
     file.write_text("env: {id: 1.0}\n")  # a file has no --set text to fall back on: quote it
     with pytest.raises(UserError, match=r"'env\.id' got 1\.0; it takes a string \(quote"):
         resolve(config_file=str(file))
+
+
+def test_an_option_that_replaces_a_config_file_value_says_so_and_still_wins(tmp_path):
+    file = tmp_path / "mine.yaml"
+    file.write_text("agent: {weight_decay: 0.001, l2: 1.0e-5, n_step: 5, loss: mse}\n")
+    lines: list[str] = []
+    c = resolve(
+        preset="classic",  # sets agent.loss: mse too, which hl_gauss replaces without a word
+        config_file=str(file),
+        variant="ln+wd+l2+rainbow+hl_gauss",
+        on_override=lines.append,
+    )
+    assert (c.agent.weight_decay, c.agent.l2, c.agent.n_step) == (0.01, 1e-5, 3)
+    assert lines == [  # l2 sets the file's own 1e-5: nothing to say
+        f"warning: option 'wd' replaces agent.weight_decay=0.001 from {file} with 0.01 "
+        "(--variant is applied after --config); add --set agent.weight_decay=0.001 to keep it.",
+        f"warning: option 'nstep3' (from 'rainbow') replaces agent.n_step=5 from {file} with 3 "
+        "(--variant is applied after --config); add --set agent.n_step=5 to keep it.",
+        f"warning: option 'hl_gauss' replaces agent.loss=mse from {file} with hl_gauss "
+        "(--variant is applied after --config); add --set agent.loss=mse to keep it.",
+    ]
+
+
+def test_an_option_that_replaces_a_preset_or_a_set_value_says_nothing(tmp_path):
+    file = tmp_path / "mine.yaml"
+    file.write_text("agent: {weight_decay: 0.001}\n")
+    lines: list[str] = []
+    c = resolve(
+        preset="classic",
+        config_file=str(file),
+        variant="wd+c51",
+        assignments=["agent.weight_decay=0.001"],
+        on_override=lines.append,
+    )
+    assert (c.agent.weight_decay, c.agent.loss, lines) == (0.001, "c51", [])
+
+
+def test_train_prints_the_override_warning_once_per_run(tmp_path, capsys):
+    file = tmp_path / "mine.yaml"
+    file.write_text("agent: {weight_decay: 0.001}\n")
+    argv = ["--preset", "classic", "--config", str(file), "--variant", "ln+wd",
+            "--logdir", str(tmp_path / "runs"), "--total-steps", "200",
+            "--set", "probes.enabled=false"]  # fmt: skip
+    assert train.main(argv) == 0
+    expected = (
+        f"warning: option 'wd' replaces agent.weight_decay=0.001 from {file} with 0.01 "
+        "(--variant is applied after --config); add --set agent.weight_decay=0.001 to keep it."
+    )
+    assert capsys.readouterr().err.splitlines().count(expected) == 1
