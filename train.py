@@ -10,6 +10,7 @@ replay.add -> every k steps agent.update(replay.sample()) -> log } -> checkpoint
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -37,6 +38,7 @@ from agents import (
 from agents.checkpoint import CheckpointWriteError, NonFiniteError, load_latest
 from agents.evaluation import Evaluator
 from agents.losses import is_categorical
+from agents.rundir import hold, holds_anything, set_aside, write_config
 from configs import Config, UserError
 from envs import (
     AsyncStepper,
@@ -251,7 +253,7 @@ class Trainer:
         epsilon = self.agent.epsilon(self.step)
         actions = self.agent.act(self.obs, epsilon)
         self.stepper.start(actions)
-        self.learn()
+        events = self.learn()
         next_obs, raw_rewards, terminated, truncated, info = self.stepper.wait()
         valid, finished = self.tracker.step(
             raw_rewards, terminated, truncated, info.get("lives"), info.get("episode_frame_number")
@@ -261,6 +263,10 @@ class Trainer:
         self.obs = next_obs
         self.step += int(valid.sum())
         self.updates_owed += int(valid.sum()) / self.config.agent.train_interval
+        # At the step after this iteration, as every other figure of it: a checkpoint at the step
+        # before is followed by no event at its own step, which a resume would log again.
+        for touched in events:
+            self.logger.scalars("interventions/", touched, self.step)
         games = info.get("game")  # continual MinAtar names each row's game
         for episode in finished:
             self.logger.scalar("charts/episodic_return", episode.score, self.step)
@@ -270,21 +276,25 @@ class Trainer:
                 self.logger.scalar(f"charts/episodic_return/{game}", episode.score, self.step)
             self.last_score = episode.score
 
-    def learn(self) -> None:
-        """The updates owed for the steps taken so far (one per train_interval env steps)."""
+    def learn(self) -> list[dict[str, float]]:
+        """The updates owed for the steps taken so far (one per train_interval env steps); returns
+        what the interventions touched, one dict per update that touched something."""
         a = self.config.agent
         if self.step < self.learning_starts or not self.replay.can_sample(a.batch_size):
             self.updates_owed = 0.0
-            return
+            return []
+        events = []
         while self.updates_owed >= 1.0:
             batch = self.replay.sample(a.batch_size)
             self.metrics = self.agent.update(batch)
-            events = self.interventions.after_update(self.agent.updates, batch.obs)
-            self.logger.scalars("interventions/", events, self.step)
+            touched = self.interventions.after_update(self.agent.updates, batch.obs)
+            if touched:
+                events.append(touched)
             self.replay.update_priorities(batch.index, self.agent.priorities)  # no-op if uniform
             self.updates_owed -= 1.0
         if self.boundary_ahead():
             self.agent.check_finite(self.step)
+        return events
 
     def boundary_ahead(self) -> bool:
         """Whether this iteration may cross a log, probe, evaluation or checkpoint boundary: the
@@ -426,27 +436,44 @@ def cli_overrides(args: argparse.Namespace) -> dict:
     return configs.load.unflatten({k: v for k, v in flags.items() if v is not None})
 
 
-def new_run(args: argparse.Namespace) -> tuple[Config, Path, dict | None]:
-    """The config the flags give and its run directory; a `--run-name` directory that already
-    holds checkpoints is resumed (a requeued job reruns the same command), if the flags agree."""
+def new_run(args: argparse.Namespace) -> tuple[Config, Path, dict | None, int]:
+    """The config the flags give, its run directory, the checkpoint to resume (None for a new
+    run) and the directory's lock (agents.rundir.hold). A `--run-name` directory that holds
+    checkpoints is resumed (a requeued job reruns the same command) if the flags agree; one that
+    holds none is set aside, kept, and the run starts again under its name."""
     config = configs.resolve(
         preset=args.preset,
         config_file=args.config,
         variant=args.variant,
         overrides=cli_overrides(args),
         assignments=args.set,
+        on_override=lambda line: print(line, file=sys.stderr),
     )
     resolve_device(config.train.device)  # refuse a missing CUDA before anything is written
     name, _ = resolve_env_id(config.env.id)
     default = f"{name}__{config.variant}__s{config.train.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(args.logdir) / (args.run_name or default)
-    if args.run_name and list_checkpoints(run_dir):
-        _, checkpoint = load_latest(run_dir, on_skip=warn_skipped)
-        check_same_run(config, configs.from_dict(checkpoint["config"]), run_dir)
-        return config, run_dir, checkpoint
-    run_dir = make_run_dir(run_dir)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(configs.to_dict(config), sort_keys=False))
-    return config, run_dir, None
+    if args.run_name:
+        run_dir = Path(args.logdir) / args.run_name
+        lock = hold(run_dir, create=True)
+        if list_checkpoints(run_dir):
+            _, checkpoint = load_latest(run_dir, on_skip=warn_skipped)
+            check_same_run(config, configs.from_dict(checkpoint["config"]), run_dir)
+            write_config(run_dir, configs.to_dict(config))  # this launch's budget
+            return config, run_dir, checkpoint, lock
+        if holds_anything(run_dir):
+            aside = set_aside(run_dir)
+            kept, lock = lock, hold(run_dir, create=True)  # the new directory's lock
+            os.close(kept)
+            print(
+                f"{run_dir} held no checkpoint: the run starts again from step 0, and what the "
+                f"earlier attempt wrote is kept in {aside}.",
+                file=sys.stderr,
+            )
+    else:
+        run_dir = make_run_dir(Path(args.logdir) / default)
+        lock = hold(run_dir)
+    write_config(run_dir, configs.to_dict(config))
+    return config, run_dir, None, lock
 
 
 def make_run_dir(run_dir: Path) -> Path:
@@ -475,8 +502,9 @@ def check_same_run(config: Config, saved: Config, run_dir: Path) -> None:
         )
 
 
-def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict]:
-    """The run's saved config (with a new --total-steps or --device if given) and its checkpoint."""
+def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict, int]:
+    """The run's saved config (with a new --total-steps or --device if given), its checkpoint and
+    the directory's lock."""
     fixed = [
         f"--{k.replace('_', '-')}"
         for k in ("env", "variant", "seed", "preset", "config", "run_name")
@@ -492,6 +520,9 @@ def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict]:
         raise UserError(
             f"--resume takes the run directory, not a checkpoint file: {run_dir.parent}"
         )
+    if not run_dir.is_dir():
+        raise UserError(f"Checkpoint or run directory {run_dir} does not exist.")
+    lock = hold(run_dir)
     _, checkpoint = load_latest(run_dir, on_skip=warn_skipped)
     config = configs.from_dict(checkpoint["config"])
     changes = {"total_steps": args.total_steps, "device": args.device}
@@ -499,8 +530,8 @@ def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict]:
     config = replace(config, train=train)
     configs.load.check_values(config)
     resolve_device(config.train.device)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(configs.to_dict(config), sort_keys=False))
-    return config, run_dir, checkpoint
+    write_config(run_dir, configs.to_dict(config))
+    return config, run_dir, checkpoint, lock
 
 
 def warn_emulated_bf16(config: Config) -> None:
@@ -546,16 +577,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_grid:
             print("\n".join(configs.grid_variants(args.list_grid)))
             return 0
-        config, run_dir, checkpoint = resumed_run(args) if args.resume else new_run(args)
-        warn_emulated_bf16(config)
-        warn_unclipped_support(config)
+        config, run_dir, checkpoint, lock = resumed_run(args) if args.resume else new_run(args)
         try:
-            trainer = Trainer(config, run_dir, checkpoint)
-        except UserError:
-            if checkpoint is None:  # leave no empty run directory behind
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-        return trainer.run()
+            if checkpoint is not None:
+                print(f"resuming {run_dir} at step {checkpoint['step']:,}", file=sys.stderr)
+            warn_emulated_bf16(config)
+            warn_unclipped_support(config)
+            try:
+                trainer = Trainer(config, run_dir, checkpoint)
+            except UserError:
+                if checkpoint is None:  # leave no run directory that only this launch wrote
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                raise
+            return trainer.run()
+        finally:
+            os.close(lock)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -201,6 +201,9 @@ def test_rerunning_a_named_run_resumes_it_and_refuses_other_flags(tmp_path):
     assert train.main(job(400)) == 0
     assert train.main(job(800)) == 0  # the same job requeued with a larger budget resumes
     assert [p.name for p in list_checkpoints(tmp_path / "job7")][-1] == "ckpt_000000000800.pt"
+    # config.yaml holds the budget of the latest launch: the report reads it as the run's.
+    config = yaml.safe_load((tmp_path / "job7" / "config.yaml").read_text())
+    assert config["train"]["total_steps"] == 800
     result = run_cli("train.py", *job(1200, "--variant", "ln"), timeout=60)
     assert result.returncode == 2
     assert "differs from these flags in variant, network.layer_norm" in result.stderr
@@ -343,3 +346,52 @@ def test_every_option_and_the_paper_grid_train_on_a_real_game(variant, tmp_path)
     assert "plasticity/dormant_fraction" in tags and "plasticity/target_magnitude" in tags
     if configs.resolve(variant=variant).agent.loss in ("c51", "two_hot", "hl_gauss"):
         assert "plasticity/entropy" in tags
+
+
+def test_intervention_events_are_logged_once_across_a_resume(tmp_path):
+    """ReDo at every update: one interventions/redo event per update, at distinct steps, even
+    where a resume redoes the iterations after its checkpoint."""
+    redo = ("--set", "interventions.redo.enabled=true", "--set", "interventions.redo.interval=1",
+            "--set", "replay.save_contents=true")  # fmt: skip
+    assert train.main(smoke(tmp_path, 800, *redo)) == 0
+    run_dir = only_run(tmp_path)
+    list_checkpoints(run_dir)[-1].unlink()  # as if killed after the checkpoint at 400
+    assert train.main(["--resume", str(run_dir), "--total-steps", "800"]) == 0
+    steps = [e.step for e in scalars(run_dir)["interventions/redo"]]
+    updates = load_checkpoint(list_checkpoints(run_dir)[-1])["agent"]["updates"]
+    # learning_starts 200, 2 envs, train_interval 4: (800 - 200) / 4 = 150 updates
+    assert updates == 150 and len(steps) == 150 and len(set(steps)) == 150
+
+
+def test_one_process_writes_a_run_directory_at_a_time(tmp_path):
+    """A second launch of a run waits for the first to end, then resumes where it stopped."""
+    argv = [sys.executable, "train.py", *smoke(tmp_path, 1_000_000, "--run-name", "job")]
+    logs = [tmp_path / "first.err", tmp_path / "second.err"]
+    first = subprocess.Popen(argv, cwd=ROOT, stderr=logs[0].open("w"), stdout=subprocess.DEVNULL)
+    run_dir, second = tmp_path / "job", None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list_checkpoints(run_dir):
+            time.sleep(0.2)
+        second = subprocess.Popen(argv, cwd=ROOT, stderr=logs[1].open("w"),
+                                  stdout=subprocess.DEVNULL)  # fmt: skip
+        while time.time() < deadline and "waiting for" not in logs[1].read_text():
+            time.sleep(0.2)
+        assert f"waiting for pid {first.pid} on " in logs[1].read_text()
+        assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # the second wrote nothing
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 128 + signal.SIGTERM
+        stopped = load_checkpoint(list_checkpoints(run_dir)[-1])["step"]
+        while time.time() < deadline + 60 and "resuming" not in logs[1].read_text():
+            time.sleep(0.2)
+        assert f"resuming {run_dir} at step {stopped:,}" in logs[1].read_text()
+        newest = lambda: list_checkpoints(run_dir)[-1].name  # noqa: E731
+        while time.time() < deadline + 120 and newest() <= f"ckpt_{stopped:012d}.pt":
+            time.sleep(0.2)  # the second's own checkpoint: its signal handlers are in place
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+    assert second.returncode == 128 + signal.SIGTERM, logs[1].read_text()
+    assert "Traceback" not in logs[0].read_text() + logs[1].read_text()
