@@ -28,7 +28,7 @@ from sweeps.local import lock, run_local
 from sweeps.plan import Job, make_jobs, states, user_sets_threads
 from sweeps.process import tail
 from sweeps.progress import Progress, format_line
-from sweeps.state import Ledger, status_table
+from sweeps.state import Ledger, aside_lines, status_table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs, workers = plan(args)
         if args.status:
             print(status_table(states(jobs, Ledger(Path(args.logdir)).last_exit(), returns=True)))
+            print("\n".join(aside_lines(Path(args.logdir), {job.name for job in jobs})))
             return 0
         if args.dry_run:
             found = states(jobs, Ledger(Path(args.logdir)).last_exit())

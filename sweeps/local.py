@@ -17,7 +17,7 @@ from configs.errors import UserError
 from sweeps.backend import Observer, Outcome, StopRequest
 from sweeps.plan import Job
 from sweeps.process import spawn
-from sweeps.state import Ledger, clear_unstarted, newest_step, sweep_dir
+from sweeps.state import Ledger, newest_step, sweep_dir
 
 POLL_S = 0.2
 LOCK_WAIT_S = 60.0
@@ -35,7 +35,6 @@ class Running:
 
 def launch(job: Job, ledger: Ledger, keep_fds: tuple[int, ...]) -> Running:
     """Start one run (resuming it when it holds a checkpoint), recorded in the ledger."""
-    clear_unstarted(job.run_dir)
     job.log.parent.mkdir(parents=True, exist_ok=True)
     log = job.log.open("ab")
     step = newest_step(job.run_dir)

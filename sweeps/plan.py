@@ -38,18 +38,16 @@ def saved_config(run_dir: Path) -> Config | None:
     return configs.from_dict(load_yaml(run_dir / "config.yaml", "Run config"))
 
 
-def thread_sets(
-    options: Options, saved: Config | None, config: Config, threads: int | None
-) -> tuple[str, ...]:
-    """`--set train.threads=N` for a run: the user's own value wins, a saved run keeps its own
-    (as it was started), and a new one gets at most its share of the cores: a config
-    that asks for fewer (the classic preset's 1) keeps its value, since more threads than a small
-    network needs slow it down badly on busy cores (a 2,000-step CartPole run measured 4x slower
-    with 2 threads than with 1 on 2 loaded cores)."""
+def thread_sets(options: Options, config: Config, threads: int | None) -> tuple[str, ...]:
+    """`--set train.threads=N` for a run of this launch: the user's own value wins, else a run
+    gets at most its share of the cores as this launch divides them (a resumed run too: the key
+    may change on resume, and a run started beside 15 others but resumed alone, or the other way
+    round, must not keep a share that no longer fits). A config that asks for fewer (the classic
+    preset's 1) keeps its value, since more threads than a small network needs slow it down
+    badly on busy cores (a 2,000-step CartPole run measured 4x slower with 2 threads than with 1
+    on 2 loaded cores)."""
     if user_sets_threads(options):
         return ()
-    if saved is not None:
-        return (f"train.threads={saved.train.threads}",)
     if threads is None or 0 < config.train.threads <= threads:
         return ()
     return (f"train.threads={threads}",)
@@ -84,7 +82,7 @@ def make_jobs(runs: list[Run], options: Options, *, threads: int | None) -> list
     for run in runs:
         run_dir = options.logdir / run.name
         saved = saved_config(run_dir)
-        sets = thread_sets(options, saved, resolve(run, options, ()), threads)
+        sets = thread_sets(options, resolve(run, options, ()), threads)
         config = resolve(run, options, sets)
         if saved is not None:
             check_same_run(config, saved, run_dir)

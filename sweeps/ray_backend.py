@@ -17,7 +17,7 @@ from configs.errors import UserError
 from sweeps.backend import Observer, Outcome, StopRequest
 from sweeps.plan import Job
 from sweeps.process import spawn
-from sweeps.state import Ledger, clear_unstarted, newest_step
+from sweeps.state import Ledger, newest_step
 
 INSTALL = 'pip install -e ".[ray]"'
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,20 +93,23 @@ def pythonpath() -> str:
 
 
 def execute(argv: list[str], run_dir: str, log: str) -> dict:
-    """The task body: run train.py to its end on whichever node the task landed on. A cancel
-    (KeyboardInterrupt) is forwarded as SIGTERM, so the run checkpoints before it stops."""
-    clear_unstarted(Path(run_dir))
+    """The task body: run train.py to its end on whichever node the task landed on. Each cancel
+    (KeyboardInterrupt) is forwarded as SIGTERM: the first makes the run checkpoint and stop, a
+    second stops it at once (train.py's own handling of a second signal). A retried task's
+    train.py waits for the lock of the run directory (agents.rundir.hold) while an earlier
+    attempt still writes its final checkpoint."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         step = newest_step(Path(run_dir))
         out.write(f"# sweep: ray task on {socket.gethostname()} at step {step}\n".encode())
         out.flush()
         child = spawn(argv, out)
-        try:
-            code = child.wait()
-        except KeyboardInterrupt:
-            child.send_signal(signal.SIGTERM)
-            code = child.wait()
+        code = None
+        while code is None:
+            try:
+                code = child.wait()
+            except KeyboardInterrupt:
+                child.send_signal(signal.SIGTERM)
     return {"rc": code, "step": step, "host": socket.gethostname()}
 
 
@@ -155,12 +158,12 @@ def run_ray(
     wall = time.time()
     pending = submit(ray, jobs, options)
     seen: dict[str, float] = {}
-    outcomes, cancelled = [], False
+    outcomes, forwarded = [], 0
     while pending:
-        if stop.count and not cancelled:
+        if stop.count > forwarded:  # each Ctrl-C reaches the runs, as on the local pool
             for ref in pending:
                 ray.cancel(ref)
-            cancelled = True
+            forwarded = stop.count
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
         for job, _ in pending.values():
             if job.name not in seen and started(job, wall):

@@ -9,15 +9,13 @@ per end) is the witness that a finished run is never run again.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agents.checkpoint import NAME as CHECKPOINT_NAME
-from agents.checkpoint import list_checkpoints
+from agents.rundir import newest_step, set_aside_runs
 
 State = Literal["done", "partial", "pending", "failed"]
 SWEEP_DIR = ".sweep"
@@ -35,12 +33,6 @@ def sweep_dir(logdir: Path) -> Path:
 def log_path(logdir: Path, name: str) -> Path:
     """Where a run's stdout and stderr go (outside the run directory, which train.py creates)."""
     return sweep_dir(logdir) / f"{name}.log"
-
-
-def newest_step(run_dir: Path) -> int:
-    """The step of the run's newest checkpoint, 0 when it has none."""
-    newest = list_checkpoints(run_dir)
-    return int(CHECKPOINT_NAME.match(newest[-1].name).group(1)) if newest else 0
 
 
 @dataclass(frozen=True)
@@ -99,13 +91,6 @@ def run_state(run_dir: Path, total: int, last_exit: int | None) -> RunState:
     return RunState(name=run_dir.name, state=state, step=step, total=total)
 
 
-def clear_unstarted(run_dir: Path) -> None:
-    """Remove a run directory that holds no checkpoint (a run killed before its first one): it
-    holds nothing a restart keeps, and train.py would otherwise take `NAME-2` as the run's name."""
-    if run_dir.is_dir() and not list_checkpoints(run_dir):
-        shutil.rmtree(run_dir)
-
-
 def event_files(run_dir: Path) -> list[Path]:
     """The run's TensorBoard event files, oldest first (a resume writes a new one)."""
     if not run_dir.is_dir():
@@ -143,6 +128,25 @@ def last_return(run_dir: Path) -> float | None:
         if found is not None:
             return found[1]
     return None
+
+
+def logged_steps(run_dir: Path) -> int:
+    """The newest step of any event the run logged (0 without events)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    files = event_files(run_dir)
+    return max((int(e.step) for f in files for e in EventFileLoader(str(f)).Load()), default=0)
+
+
+def aside_lines(logdir: Path, names: set[str]) -> list[str]:
+    """One line per earlier attempt of these runs that a restart set aside (agents.rundir)."""
+    found = [p for p in set_aside_runs(logdir) if p.name.rpartition("-")[0] in names]
+    if not found:
+        return []
+    lines = ["set aside (restarted from scratch; kept, not resumed, not in the report):"]
+    for path in found:
+        lines.append(f"  {path.relative_to(logdir)}  steps logged: {logged_steps(path):,}")
+    return lines
 
 
 def status_table(found: list[RunState]) -> str:
