@@ -1,14 +1,16 @@
 """The paper's synthetic nonstationary problems in CPU minutes (Lyle et al. 2024).
 
     python -m lab list
-    python -m lab offset --variants dqn,ln+wd,hl_gauss --seeds 1,2,3
+    python -m lab offset --variants dqn,ln+wd,hl_gauss --seeds 1-10
     python -m lab labels --quick --json labels.json
     python -m lab swiss_cheese
 
 A variant means what it means to train.py (`ln+wd+hl_gauss`: the same network, optimiser and value
 loss), laid over the `lab` preset. Each (variant, seed) is one run directory of TensorBoard events
-under --logdir/EXPERIMENT/<time>/; the table printed at the end gives the mean over seeds and the
-seeds' range. --json FILE writes {"experiment", "metric", "higher_is_worse", "results":
+under --logdir/EXPERIMENT/<time>/; the table printed at the end gives, over seeds, the mean
+accuracy ± the half-width of its 95% Student-t interval, and the geometric mean of loss ratios and
+losses with the 95% Student-t interval of their logs (lab/stats.py), as the README quotes them.
+--json FILE writes {"experiment", "metric", "higher_is_worse", "results":
 {variant: [one value per seed]}} for the experiment's headline condition (offset: offset 100;
 labels: abrupt), and "conditions": {variant: {condition: [values]}} for all of them. For
 swiss_cheese, "results" is {variant: {condition: [values]}}, and "metric" and "higher_is_worse"
@@ -21,7 +23,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +33,7 @@ import configs
 from configs import UserError
 from lab.data import atari_frames
 from lab.experiments import EXPERIMENTS, FULL, QUICK, VARIANTS, Condition, Job, run_job
+from lab.stats import LEGEND, format_cell
 from sweeps.grid import parse_seeds, split_list
 
 FRAME_SIDE = 16
@@ -46,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("experiment", help=f"list, or one of: {', '.join(EXPERIMENTS)}")
     p.add_argument("--variants", help="variants joined by commas (default: the experiment's list)")
-    p.add_argument("--seeds", default="1,2,3", help="e.g. 1,2,3 or 1-5 (default 1,2,3)")
+    p.add_argument("--seeds", default="1-10", help="e.g. 1,2,3 or 1-5 (default 1-10)")
     p.add_argument("--quick", action="store_true", help="the test-sized version (under a minute)")
     p.add_argument("--logdir", default="runs/lab", help="where run directories go (runs/lab)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -119,18 +121,16 @@ def collect(jobs: list[Job], results: list[dict[str, float]]) -> dict[str, dict[
 
 
 def format_table(table: dict[str, dict[str, list[float]]], conditions: list[Condition]) -> str:
-    """Mean over seeds [lowest, highest] per variant and condition."""
+    """Each variant's cell per condition (`lab.stats.format_cell`), and what the cells mean."""
     header = ["variant"] + [f"{c.name} ({c.metric}, {'↓' if c.higher_is_worse else '↑'})"
                             for c in conditions]  # fmt: skip
     rows = [header]
     for variant, row in table.items():
-        cells = [f"{statistics.fmean(v):.3f} [{min(v):.3f}, {max(v):.3f}]"
-                 for v in (row[c.name] for c in conditions)]  # fmt: skip
+        cells = [format_cell(row[c.name], log_scale=c.log_scale) for c in conditions]
         rows.append([variant, *cells])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows
-    )
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join([*lines, LEGEND])
 
 
 def as_json(name: str, table: dict, conditions: list[Condition]) -> dict:

@@ -55,6 +55,8 @@ class Condition:
     name: str
     metric: str
     higher_is_worse: bool
+    log_scale: bool
+    """Averaged over seeds in log space (ratios, losses), else arithmetically (accuracy)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +71,12 @@ class Experiment:
 
 
 def offset_conditions(size: Size, offsets: tuple[float, ...] | None = None) -> list[Condition]:
-    return [Condition(f"offset{c:g}", "loss_ratio", True) for c in offsets or size.offset.offsets]
+    offsets = offsets or size.offset.offsets
+    return [Condition(f"offset{c:g}", "loss_ratio", True, True) for c in offsets]
 
 
 def label_conditions(size: Size) -> list[Condition]:
-    return [Condition(mode, "final_accuracy", False) for mode in ("abrupt", "smooth")]
+    return [Condition(mode, "final_accuracy", False, False) for mode in ("abrupt", "smooth")]
 
 
 def target_support(config: Config, low: float, high: float) -> Config:

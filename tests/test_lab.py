@@ -14,10 +14,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import configs
-from lab.__main__ import main
+from lab.__main__ import main, parse_args
 from lab.data import atari_frames
 from lab.learner import Learner
 from lab.problems import LabelSize, labels, spread, teacher_targets
+from lab.stats import format_cell, t_critical
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +26,25 @@ def frames() -> torch.Tensor:
     return atari_frames(64, side=8, seed=0, env=configs.resolve(preset="lab").env)
 
 
-def run_lab(tmp_path: Path, *argv: str) -> tuple[dict, Path]:
+def run_lab(tmp_path: Path, capsys, *argv: str) -> tuple[dict, Path, dict[str, str]]:
+    """The JSON results, the log directory, and each variant's printed table row."""
     out = tmp_path / "results.json"
     logdir = tmp_path / "runs"
     code = main([*argv, "--quick", "--json", str(out), "--logdir", str(logdir), "--workers", "1"])
     assert code == 0
-    return json.loads(out.read_text()), logdir
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    return json.loads(out.read_text()), logdir, rows
+
+
+def two_seed_cell(a: float, b: float, *, log_scale: bool) -> str:
+    """Two seeds' 95% Student-t interval worked by hand: sd = |a − b|/√2, so the half-width is
+    12.706 · sd/√2 = 12.706 · |a − b|/2 (on log values for a log scale)."""
+    if log_scale:
+        la, lb = math.log(a), math.log(b)
+        centre, half = (la + lb) / 2, 12.706 * abs(la - lb) / 2
+        low, high = math.exp(centre - half), math.exp(centre + half)
+        return f"{math.exp(centre):.3g} [{low:.3g}, {high:.3g}]"
+    return f"{(a + b) / 2:.3f} ± {12.706 * abs(a - b) / 2:.3f}"
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -105,11 +119,15 @@ def test_one_update_is_adam_on_the_squared_error_of_every_output(frames):
     assert learner.updates == 1
 
 
-def test_offset_quick_loses_plasticity_with_squared_error_and_keeps_it_with_hl_gauss(tmp_path):
+def test_offset_quick_loses_plasticity_with_squared_error_and_keeps_it_with_hl_gauss(
+    tmp_path, capsys
+):
     """Lyle et al. 2024: large regression targets cost plasticity; a categorical
     loss, whose outputs are logits of bounded size, keeps it. Seeds 1-6: dqn's offset-100 ratio
     31-108, hl_gauss's 1.9-2.5; the bars are far from both."""
-    found, logdir = run_lab(tmp_path, "offset", "--variants", "dqn,hl_gauss", "--seeds", "1,2")
+    found, logdir, rows = run_lab(
+        tmp_path, capsys, "offset", "--variants", "dqn,hl_gauss", "--seeds", "1,2"
+    )
     assert found["experiment"] == "offset" and found["higher_is_worse"] is True
     dqn, hl = found["conditions"]["dqn"], found["conditions"]["hl_gauss"]
     assert found["results"] == {"dqn": dqn["offset100"], "hl_gauss": hl["offset100"]}
@@ -117,6 +135,7 @@ def test_offset_quick_loses_plasticity_with_squared_error_and_keeps_it_with_hl_g
         assert dqn["offset100"][seed] > 4 * dqn["offset0"][seed]
         assert dqn["offset100"][seed] > 4 * hl["offset100"][seed]
         assert all(math.isfinite(r[seed]) and r[seed] > 0 for r in (*dqn.values(), *hl.values()))
+    assert two_seed_cell(*dqn["offset100"], log_scale=True) in rows["dqn"]
 
     (run_dir,) = (logdir / "offset").glob("*/dqn__s1")
     pretrained = scalars(run_dir / "offset100")
@@ -126,20 +145,46 @@ def test_offset_quick_loses_plasticity_with_squared_error_and_keeps_it_with_hl_g
     assert scalars(run_dir / "fresh")["lab/loss"][-1] < 0.1  # a fresh network fits the targets
 
 
-def test_labels_quick_abrupt_hurts_more_than_smooth_and_layer_norm_keeps_plasticity(tmp_path):
+def test_labels_quick_abrupt_hurts_more_than_smooth_and_layer_norm_keeps_plasticity(
+    tmp_path, capsys
+):
     """Lyle et al. 2024: accuracy on re-drawn random labels falls task after task, more
     when all labels change at once than when the same changes come gradually; LayerNorm keeps the
     network trainable."""
-    found, logdir = run_lab(tmp_path, "labels", "--variants", "dqn,ln", "--seeds", "1,2")
+    found, logdir, rows = run_lab(
+        tmp_path, capsys, "labels", "--variants", "dqn,ln", "--seeds", "1,2"
+    )
     dqn, ln = found["conditions"]["dqn"], found["conditions"]["ln"]
     assert found["results"] == {"dqn": dqn["abrupt"], "ln": ln["abrupt"]}
     assert found["higher_is_worse"] is False
+    assert two_seed_cell(*ln["smooth"], log_scale=False) in rows["ln"]
     # Seeds 1-6: abrupt 0.30-0.45, smooth 0.45-0.55 (a gap of 0.05-0.17); ln abrupt 0.70-0.74.
     assert sum(dqn["abrupt"]) < sum(dqn["smooth"])
     for seed in range(2):
         assert ln["abrupt"][seed] > dqn["abrupt"][seed] + 0.15
     accuracy = scalars(next((logdir / "labels").glob("*/dqn__s1")) / "abrupt")["lab/accuracy"]
     assert len(accuracy) == 8 and accuracy[-1] < accuracy[0] - 0.1  # plasticity lost over tasks
+
+
+def test_student_t_critical_values_are_the_tables_ones():
+    """Two-sided 95% points of Student's t (any statistics table): 12.706 for 1 degree of
+    freedom, 4.303 for 2, 2.262 for 9 (ten seeds), 2.042 for 30."""
+    for df, table in ((1, 12.706), (2, 4.303), (9, 2.262), (30, 2.042)):
+        assert t_critical(0.95, df) == pytest.approx(table, abs=5e-4), df
+
+
+def test_a_cell_is_the_mean_and_t_interval_or_the_geometric_mean_and_its_log_interval():
+    """[0.8, 0.9, 1.0]: mean 0.9, sd 0.1, half-width 4.303 · 0.1 / √3 = 0.248. [1, 10, 100] on
+    a log scale: log10 values 0, 1, 2, mean 1, sd 1, so 10^(1 ± 4.303/√3) = 10^(1 ± 2.484):
+    geometric mean 10 in [0.0328, 3050]. One seed has no interval."""
+    assert format_cell([0.8, 0.9, 1.0], log_scale=False) == "0.900 ± 0.248"
+    assert format_cell([1.0, 10.0, 100.0], log_scale=True) == "10 [0.0328, 3.05e+03]"
+    assert format_cell([0.9], log_scale=False) == "0.900"
+    assert format_cell([10.0], log_scale=True) == "10"
+
+
+def test_ten_seeds_by_default():
+    assert parse_args(["labels"]).seeds == "1-10"
 
 
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
