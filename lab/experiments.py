@@ -1,8 +1,9 @@
 """The lab's experiments: which problems a (variant, seed) runs, at which size, and what one number
 each problem reports.
 
-- `offset`: pre-training with target offsets 0, 10 and 100, then fresh targets; the number is the
-  loss ratio to a fresh network (1 = no plasticity lost; higher is worse).
+- `offset`: pre-training with target offsets 0, 10 and 100, then fresh targets; the numbers are
+  the loss ratio to a fresh network (1 = no plasticity lost; higher is worse), and beside it the
+  squared error of the values itself, and the fresh network's, in target units for every head.
 - `labels`: random labels re-drawn abruptly and smoothly, none in a task's last fifth; the number
   is the training accuracy at the end of the last quarter of the tasks (higher is better).
 - `swiss_cheese`: each mitigation against each problem: offset 100, abrupt and smooth labels.
@@ -71,8 +72,16 @@ class Experiment:
 
 
 def offset_conditions(size: Size, offsets: tuple[float, ...] | None = None) -> list[Condition]:
-    offsets = offsets or size.offset.offsets
-    return [Condition(f"offset{c:g}", "loss_ratio", True, True) for c in offsets]
+    """The fresh network's squared error, then per offset the ratio to it and the loss itself."""
+    ratios_and_losses = [
+        condition
+        for c in offsets or size.offset.offsets
+        for condition in (
+            Condition(f"offset{c:g}", "loss_ratio", True, True),
+            Condition(f"offset{c:g}_mse", "mse", True, True),
+        )
+    ]
+    return [Condition("fresh_mse", "mse", True, True), *ratios_and_losses]
 
 
 def label_conditions(size: Size) -> list[Condition]:

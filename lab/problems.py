@@ -113,24 +113,29 @@ def offset(
 ) -> dict[str, float]:
     """Target magnitude (Lyle et al. 2024): pre-train on targets y + c, then fit fresh
     targets y'; plasticity is the loss reached on y' relative to a fresh network's,
-    ratio_c = L(pre-trained on y + c → y') / L(fresh → y'), 1 = no loss. Returns
-    {"offset<c>": ratio_c}; the fresh network and every pre-training start from one
+    ratio_c = L(pre-trained on y + c → y') / L(fresh → y'), 1 = no loss, L the squared error of
+    the values (`squared_error`: a categorical head's expectation) in target units. Returns
+    {"offset<c>": ratio_c, "offset<c>_mse": L(pre-trained on y + c → y'), "fresh_mse":
+    L(fresh → y')}: each ratio's own denominator differs between heads by orders of magnitude
+    (a categorical head's bins are wide against targets of std 1), so the losses are given too,
+    on the scale every head shares. The fresh network and every pre-training start from one
     initialisation."""
     new = teacher_targets(config, inputs, size.outputs, seed=derived_seed(seed, 1))
     old = teacher_targets(config, inputs, size.outputs, seed=derived_seed(seed, 2))
     log = RunLog(logdir / "fresh")
     fresh = train(Learner(config, inputs, size.outputs, seed=seed), new, size.fit_steps, log)
     log.close()
-    ratios = {}
+    results = {"fresh_mse": fresh}
     for c in size.offsets:
         log = RunLog(logdir / f"offset{c:g}")
         learner = Learner(config, inputs, size.outputs, seed=seed)
         train(learner, old + c, size.pretrain_steps, log)
         log.boundary(learner)
-        ratios[f"offset{c:g}"] = train(learner, new, size.fit_steps, log) / fresh
+        loss = train(learner, new, size.fit_steps, log)
+        results |= {f"offset{c:g}": loss / fresh, f"offset{c:g}_mse": loss}
         log.boundary(learner)
         log.close()
-    return ratios
+    return results
 
 
 def labels(

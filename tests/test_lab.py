@@ -142,7 +142,18 @@ def test_offset_quick_loses_plasticity_with_squared_error_and_keeps_it_with_hl_g
     assert len(pretrained["plasticity/dormant_fraction"]) == 2  # after pre-training, after fitting
     assert {"plasticity/feature_rank", "plasticity/ntk_condition"} <= pretrained.keys()
     assert len(pretrained["lab/loss"]) == (1000 + 500) // 250
-    assert scalars(run_dir / "fresh")["lab/loss"][-1] < 0.1  # a fresh network fits the targets
+    fresh = scalars(run_dir / "fresh")["lab/loss"]
+    assert fresh[-1] < 0.1  # a fresh network fits the targets
+
+    # Beside each ratio, its numerator and denominator in target units: the squared error the
+    # runs logged at their last update (float32 in TensorBoard), for every head alike.
+    assert dqn["fresh_mse"][0] == pytest.approx(fresh[-1], rel=1e-6)
+    assert dqn["offset100_mse"][0] == pytest.approx(pretrained["lab/loss"][-1], rel=1e-6)
+    for row in dqn, hl:
+        for seed in range(2):
+            absolute = row["offset100_mse"][seed] / row["fresh_mse"][seed]
+            assert row["offset100"][seed] == pytest.approx(absolute, rel=1e-12)
+    assert two_seed_cell(*hl["fresh_mse"], log_scale=True) in rows["hl_gauss"]
 
 
 def test_labels_quick_abrupt_hurts_more_than_smooth_and_layer_norm_keeps_plasticity(
@@ -204,5 +215,8 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
 def test_list_names_every_experiment_and_its_conditions(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "offset0, offset10, offset100" in out and "abrupt, smooth" in out
+    assert (
+        "fresh_mse, offset0, offset0_mse, offset10, offset10_mse, offset100, offset100_mse" in out
+    )
+    assert "abrupt, smooth" in out
     assert "swiss_cheese" in out
