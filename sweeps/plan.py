@@ -6,10 +6,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import configs
+from agents.checkpoint import list_checkpoints
 from configs import Config, UserError
 from configs.load import changed_keys, load_yaml, unflatten
 from sweeps.grid import Options, Run, train_argv
-from sweeps.state import RunState, last_return, list_checkpoints, log_path, run_state
+from sweeps.state import RunState, last_return, log_path, run_state
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -215,3 +216,147 @@ def test_the_ledger_skips_a_line_torn_by_a_killed_launcher(tmp_path):
         file.write('{"event": "end", "ru')
     assert [r["run"] for r in ledger.records()] == ["a"]
     assert json.loads(ledger.path.read_text().splitlines()[0])["step"] == 0
+
+
+def launcher(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "sweep.py", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the sweep ended before {what}: {process.stderr.read()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_an_extended_then_interrupted_run_is_partial_for_the_sweep_and_the_report(tmp_path):
+    """A finished 300-step run, swept again to 100,000 steps and stopped: its config.yaml, the
+    sweep and the report all say partial at the new budget (the report used to read 300)."""
+    from analysis.runs import read_run
+
+    logdir, name = tmp_path / "runs", "CartPole-v1__dqn__s1"
+    args = grid_args(logdir, "--set", "train.checkpoint_interval=500", variants="dqn", seeds="1")
+    first = run_sweep(*args, "--total-steps", "300")
+    assert first.returncode == 0, first.stderr
+    assert read_run(logdir / name).partial is False
+    args += ["--total-steps", "100000"]
+    again = launcher(*args)
+    newest = lambda: list_checkpoints(logdir / name)[-1].name  # noqa: E731
+    wait_for(lambda: newest() > "ckpt_000000000300.pt", "a checkpoint past 300", again)
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(timeout=120) == 128 + signal.SIGTERM, again.stderr.read()
+    run = read_run(logdir / name)
+    assert run.total_steps == 100_000 and run.partial and 500 <= run.step < 100_000
+    status = run_sweep(*args, "--status").stdout.splitlines()
+    assert status[1].split()[:3] == [name, "partial", f"{run.step:,}/100,000"]
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_kept_across_relaunches(tmp_path):
+    """Its directory (events, config) is set aside, whole, and listed; the run starts again."""
+    logdir, name = tmp_path / "runs", "CartPole-v1__dqn__s1"
+    args = grid_args(logdir, "--set", "train.checkpoint_interval=100000", variants="dqn",
+                     seeds="1")  # fmt: skip
+    sweeping = launcher(*args, "--total-steps", "100000")
+    events = lambda: list((logdir / name).glob("events.out.tfevents.*"))  # noqa: E731
+    wait_for(lambda: events() and events()[0].stat().st_size > 2000, "its events", sweeping)
+    pid = next(r["pid"] for r in Ledger(logdir).records() if r["event"] == "start")
+    os.kill(pid, signal.SIGKILL)
+    assert sweeping.wait(timeout=120) == 1
+    assert not list_checkpoints(logdir / name)
+    written = {p.name: p.read_bytes() for p in (logdir / name).iterdir() if p.name != ".lock"}
+    done = run_sweep(*args)
+    assert done.returncode == 0, done.stderr
+    aside = logdir / ".sweep" / "aside" / f"{name}-1"
+    assert {p.name: p.read_bytes() for p in aside.iterdir() if p.name != ".lock"} == written
+    assert int(list_checkpoints(logdir / name)[-1].stem.split("_")[1]) >= 2000
+    status = run_sweep(*args, "--status").stdout
+    assert f".sweep/aside/{name}-1  steps logged: " in status
+
+
+def test_a_resumed_run_gets_the_thread_share_of_this_launch(local_sweep, tmp_path):
+    """A run first started with 16 threads (one worker on 16 cores), resumed by a launch that
+    shares the cores out one thread a run, runs with 1, not with its old 16."""
+    import shutil
+
+    from sweeps.grid import Options
+    from sweeps.plan import make_jobs
+
+    name = "CartPole-v1__dqn__s1"
+    shutil.copytree(local_sweep[0] / name, tmp_path / name)
+    config = tmp_path / name / "config.yaml"
+    config.write_text(config.read_text().replace("threads: 1", "threads: 16"))
+    sets = ("probes.enabled=false", "eval.interval=0")
+    options = Options(tmp_path, "classic", None, 4000, sets)
+    (job,) = make_jobs(expand(["CartPole-v1"], ["dqn"], [1]), options, threads=1)
+    assert not any(a.startswith("train.threads=") and a != "train.threads=1" for a in job.argv)
+
+
+def test_a_ray_task_forwards_every_cancel_to_its_run_and_returns_its_exit(tmp_path):
+    """The task body under two quick cancels (KeyboardInterrupt, as ray.cancel delivers them):
+    both reach train.py as SIGTERM and the task still returns the run's exit status (before,
+    the second escaped the task and left the run unwaited for)."""
+    import threading
+
+    from sweeps.ray_backend import execute
+
+    logdir, name = tmp_path / "runs", "CartPole-v1__dqn__s1"
+    argv = [sys.executable, TRAIN_PY, "--env", "CartPole-v1", "--preset", "classic",
+            "--total-steps", "1000000", "--set", "train.checkpoint_interval=500", "--logdir",
+            str(logdir), "--run-name", name]  # fmt: skip
+
+    def cancel_twice() -> None:
+        deadline = time.monotonic() + 300
+        while not list_checkpoints(logdir / name) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    threading.Thread(target=cancel_twice, daemon=True).start()
+    result = execute(argv, str(logdir / name), str(tmp_path / "run.log"))
+    assert result["rc"] == 128 + signal.SIGTERM, (tmp_path / "run.log").read_text()
+
+
+def python_processes(needle: str) -> list[int]:
+    """Pids of this machine's processes whose command line holds `needle`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "cmdline").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def parent_of(pid: int) -> int:
+    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the [ray] extra is absent")
+def test_a_killed_ray_worker_is_retried_by_one_writer_that_resumes_its_final_checkpoint(tmp_path):
+    """kill -9 of the Ray worker mid-run: its train.py gets SIGTERM and writes a final
+    checkpoint; the retried task's train.py waits for it (the run directory's lock) and resumes
+    from exactly that step, and the run finishes."""
+    logdir, name = tmp_path / "runs", "CartPole-v1__dqn__s1"
+    args = grid_args(logdir, "--backend", "ray", "--address", "local", "--set",
+                     "train.checkpoint_interval=1000", "--total-steps", "8000", variants="dqn",
+                     seeds="1")  # fmt: skip
+    sweeping = launcher(*args)
+    wait_for(lambda: list_checkpoints(logdir / name), "the run's first checkpoint", sweeping)
+    (first,) = python_processes(f"--run-name\0{name}")
+    os.kill(parent_of(first), signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{first}").exists(), "the first train.py to end", sweeping)
+    assert sweeping.wait(timeout=300) == 0, sweeping.stderr.read()
+    log = (logdir / ".sweep" / f"{name}.log").read_text()
+    stopped = re.search(r"SIGTERM: stopped at step (\d+)", log)
+    assert stopped, log
+    assert f"resuming {logdir / name} at step {int(stopped.group(1)):,}" in log
+    assert int(list_checkpoints(logdir / name)[-1].stem.split("_")[1]) >= 8000
