@@ -36,6 +36,9 @@ from lab.experiments import EXPERIMENTS, FULL, QUICK, VARIANTS, Condition, Job, 
 from lab.stats import LEGEND, format_cell
 from sweeps.grid import parse_seeds, split_list
 
+RESET_INTERVAL = "interventions.reset_head.interval"
+"""The one key the lab sets itself (`on_task_clock`), so that --set cannot."""
+
 FRAME_SIDE = 16
 """Frames are pooled from 84x84 to 16x16: 256 inputs to the MLP."""
 
@@ -84,6 +87,11 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], int]:
         raise UserError(f"Unknown experiment '{args.experiment}'. Known: {known}.")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers} must be at least 1.")
+    if any(a.partition("=")[0].strip() == RESET_INTERVAL for a in args.set):
+        raise UserError(
+            f"--set {RESET_INTERVAL}: the lab resets the head once per change of targets "
+            "(lab.experiments.on_task_clock), whatever the interval."
+        )
     variants = (
         split_list(args.variants, "--variants") if args.variants else VARIANTS[args.experiment]
     )

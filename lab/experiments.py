@@ -94,6 +94,19 @@ def target_support(config: Config, low: float, high: float) -> Config:
     return dataclasses.replace(config, network=network)
 
 
+def on_task_clock(config: Config, steps: int) -> Config:
+    """`reset_head` once per change of targets, every `steps` updates: before the first update of
+    every label task after the first, and once in the offset problem, between pre-training and
+    the fit phase. The head is reset when the targets change, which the lab knows and an agent
+    does not (its resets come every 20,000 updates whatever the data, Nikishin et al. 2022): a
+    best case for the reset, the same in both problems. (At the `lab` preset's 1,000 updates the
+    offset problem's last pre-training reset fell on the fit phase's first update, and three
+    more came before it.)"""
+    resets = dataclasses.replace(config.interventions.reset_head, interval=steps)
+    interventions = dataclasses.replace(config.interventions, reset_head=resets)
+    return dataclasses.replace(config, interventions=interventions)
+
+
 def run_offset(
     config: Config,
     inputs: Tensor,
@@ -104,17 +117,18 @@ def run_offset(
 ) -> dict[str, float]:
     sized = dataclasses.replace(size.offset, offsets=offsets or size.offset.offsets)
     supported = target_support(config, -10.0, max(sized.offsets) + 10.0)
-    return problems.offset(supported, inputs, sized, seed=seed, logdir=run_dir)
+    clocked = on_task_clock(supported, sized.pretrain_steps)
+    return problems.offset(clocked, inputs, sized, seed=seed, logdir=run_dir)
 
 
 def run_labels(
     config: Config, inputs: Tensor, size: Size, seed: int, run_dir: Path
 ) -> dict[str, float]:
-    supported = target_support(config, -1.0, 2.0)
+    clocked = on_task_clock(target_support(config, -1.0, 2.0), size.labels.task_steps)
     results = {}
     for mode in ("abrupt", "smooth"):
         accuracies = problems.labels(
-            supported,
+            clocked,
             inputs[:LABEL_INPUTS],
             size.labels,
             seed=seed,

@@ -16,8 +16,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import configs
 from lab.__main__ import main, parse_args
 from lab.data import atari_frames
+from lab.experiments import Size, run_labels, run_offset
 from lab.learner import Learner
-from lab.problems import LabelSize, labels, spread, teacher_targets
+from lab.problems import LabelSize, OffsetSize, labels, spread, teacher_targets
 from lab.stats import format_cell, t_critical
 
 
@@ -51,6 +52,13 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def steps(run_dir: Path, tag: str) -> list[int]:
+    """The steps a run logged `tag` at; none if it never did."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
 
 
 def test_frames_are_distinct_standardised_and_made_again_from_their_seed(frames):
@@ -177,6 +185,28 @@ def test_labels_quick_abrupt_hurts_more_than_smooth_and_layer_norm_keeps_plastic
     assert len(accuracy) == 8 and accuracy[-1] < accuracy[0] - 0.1  # plasticity lost over tasks
 
 
+def test_reset_head_fires_once_per_change_of_targets_in_both_problems(frames, tmp_path):
+    """The lab resets the head on its own clock: before the first update of every label task
+    after the first (updates 101 and 201 of three 100-update tasks) and once in the offset
+    problem, before the first update of the fit phase (301, after 300 of pre-training); the fresh
+    network, trained for 100 updates, is never reset. Logged at the update the reset preceded."""
+    config = configs.resolve(preset="lab", variant="reset_head")
+    size = Size(
+        inputs=64,
+        offset=OffsetSize(outputs=2, pretrain_steps=300, fit_steps=100, offsets=(100,)),
+        labels=LabelSize(classes=10, task_steps=100, tasks=3, settle=20),
+    )
+    inputs = frames.flatten(1)
+    run_offset(config, inputs, size, 1, tmp_path / "offset")
+    run_labels(config, inputs, size, 1, tmp_path / "labels")
+
+    tag = "interventions/reset_head"
+    assert steps(tmp_path / "offset" / "offset100", tag) == [301]
+    assert steps(tmp_path / "offset" / "fresh", tag) == []
+    for mode in ("abrupt", "smooth"):
+        assert steps(tmp_path / "labels" / mode, tag) == [101, 201], mode
+
+
 def test_student_t_critical_values_are_the_tables_ones():
     """Two-sided 95% points of Student's t (any statistics table): 12.706 for 1 degree of
     freedom, 4.303 for 2, 2.262 for 9 (ten seeds), 2.042 for 30."""
@@ -209,6 +239,9 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
     assert "--seeds '1,x'" in capsys.readouterr().err
     assert main(["labels", "--workers", "0", "--logdir", str(tmp_path)]) == 2
     assert "--workers 0" in capsys.readouterr().err
+    reset = ["--set", "interventions.reset_head.interval=50", "--logdir", str(tmp_path)]
+    assert main(["labels", *reset]) == 2
+    assert "once per change of targets" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing started
 
 
