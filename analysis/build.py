@@ -1,15 +1,18 @@
 """The whole report: read the runs, compute the statistics, draw the figures, write summary.json
-and index.html. Partial runs are listed apart and kept out of every curve and aggregate."""
+and index.html. Partial runs are listed apart and kept out of every curve and aggregate. Runs are
+grouped by label (variant and setting, analysis.settings): a curve, aggregate or clip is of one
+label, never of runs of one variant under different settings."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from analysis import curves, figures, html, stats
 from analysis import reference as dopamine
-from analysis.runs import FINAL_RULE, PROBE_KEYS, Run, Skipped, load_runs
+from analysis.runs import FINAL_RULE, PROBE_KEYS, Conflict, Run, Skipped, conflicts, load_runs
 from analysis.summary import summarize
 from configs.errors import UserError
 
@@ -36,13 +39,15 @@ class Report:
     finished: list[Run]
     partial: list[Run]
     skipped: list[Skipped]
+    conflicts: list[Conflict]
+    """Games and variants run under several settings (each setting a group of its own)."""
     tables: list[stats.ScoreTable]
     aggregates: dict[str, dict[str, dict[str, stats.Interval]]]
     improvement: dict[str, dict[str, stats.Interval]]
     plots: dict[str, list[Plot]] = field(default_factory=dict)
     """Section name -> its figures."""
     videos: dict[str, dict] = field(default_factory=dict)
-    """Variant -> its clip: file, run, checkpoint, frames, score (None if cut short); or the run
+    """Label -> its clip: file, run, checkpoint, frames, score (None if cut short); or the run
     and the error that kept it from being recorded."""
     reference: tuple[str, ...] = ()
     """Dopamine agents (short names) drawn behind the Atari curves; empty: no reference."""
@@ -86,6 +91,7 @@ def build_report(
         finished=[r for r in runs if not r.partial],
         partial=[r for r in runs if r.partial],
         skipped=skipped,
+        conflicts=conflicts(runs),
         tables=tables,
         aggregates={t.group: stats.aggregates(t, bootstrap) for t in tables},
         improvement={t.group: stats.improvement(t, baseline, bootstrap) for t in tables},
@@ -109,7 +115,7 @@ def make_dir(out: Path) -> None:
 
 def draw_all(report: Report, out: Path) -> dict[str, list[Plot]]:
     """Every figure, by the page section it belongs to."""
-    palette = figures.colors(sorted({r.variant for r in report.finished}))
+    palette = figures.colors(sorted({r.label for r in report.finished}))
     return {
         html.AGGREGATES: aggregate_plots(report, out, palette),
         html.LEARNING: learning_plots(report, out, palette),
@@ -118,50 +124,56 @@ def draw_all(report: Report, out: Path) -> dict[str, list[Plot]]:
     }
 
 
-def band(variant: str, found: curves.Curves, bootstrap: stats.Bootstrap) -> figures.Band:
+def band(label: str, found: curves.Curves, bootstrap: stats.Bootstrap) -> figures.Band:
     mean, ci = stats.mean_band(found.values, bootstrap)
-    return figures.Band(variant, found.steps, mean, ci[0], ci[1], len(found.runs))
+    return figures.Band(label, found.steps, mean, ci[0], ci[1], len(found.runs))
 
 
 def aggregate_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
     plots = []
     for table in report.tables:
         score = score_name(table)
-        file = f"aggregates_{table.group}.png"
-        title = f"{score}: aggregates over {len(table.games)} game(s)"
+        where = table_title(table)
+        file = f"aggregates_{safe(table.group)}.png"
+        title = f"{score}: {where}"
         figures.intervals(report.aggregates[table.group], out / file, title=title, palette=palette)
+        over = "over runs of" if not table.normalized else "across"
         caption = (
             f"IQM, median, mean{' and optimality gap' * table.normalized} of final {score} "
-            f"per variant over {', '.join(table.games)}, with stratified bootstrap 95% CIs "
-            "(rliable). Bar: the interval; black tick: the point estimate."
+            f"per variant and setting, {over} {', '.join(table.games)}, with stratified "
+            "bootstrap 95% CIs (rliable). Bar: the interval; black tick: the point estimate."
         )
-        plots.append(Plot(file, f"Aggregates ({score})", caption))
+        plots.append(Plot(file, f"Aggregates ({score}, {where})", caption))
         if report.improvement[table.group]:
-            file = f"improvement_{table.group}.png"
+            over = stats.baseline_label(table, report.baseline)
+            file = f"improvement_{safe(table.group)}.png"
             figures.improvement(
-                report.improvement[table.group],
-                out / file,
-                baseline=report.baseline,
-                palette=palette,
+                report.improvement[table.group], out / file, baseline=over, palette=palette
             )
             caption = (
-                f"Probability that a run of the variant beats a run of {report.baseline} "
-                "on the same game (rliable), averaged over games, with 95% CI; 0.5 = no "
-                "difference."
+                f"Probability that a run of the variant beats a run of {over} on the same game "
+                "(rliable), averaged over games, with 95% CI; 0.5 = no difference."
             )
-            plots.append(Plot(file, f"Probability of improvement over {report.baseline}", caption))
+            plots.append(Plot(file, f"Probability of improvement over {over} ({where})", caption))
     return plots
+
+
+def table_title(table: stats.ScoreTable) -> str:
+    """`across 3 human-normalised Atari games`, or `CartPole-v1 alone`."""
+    if table.normalized:
+        return f"across {len(table.games)} human-normalised Atari game(s)"
+    return f"{table.games[0]} alone"
 
 
 def learning_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
     plots = []
     for game in sorted({r.game for r in report.finished}):
         bands = []
-        for variant in sorted({r.variant for r in report.finished if r.game == game}):
-            mine = [r for r in report.finished if r.game == game and r.variant == variant]
+        for label in sorted({r.label for r in report.finished if r.game == game}):
+            mine = [r for r in report.finished if r.game == game and r.label == label]
             found = curves.return_curves(mine)
             if found is not None:
-                bands.append(band(variant, found, report.bootstrap))
+                bands.append(band(label, found, report.bootstrap))
         if bands:
             file = f"curves_{safe(game)}.png"
             runs = [r for r in report.finished if r.game == game]
@@ -226,11 +238,11 @@ def probe_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
     panels, first_value = {}, []
     for key in PROBE_KEYS:
         bands = []
-        for variant in sorted({r.variant for r in report.finished}):
-            mine = [r for r in report.finished if r.variant == variant]
+        for label in sorted({r.label for r in report.finished}):
+            mine = [r for r in report.finished if r.label == label]
             found, from_zero = curves.probe_curves(mine, key)
             if found is not None:
-                bands.append(band(variant, found, report.bootstrap))
+                bands.append(band(label, found, report.bootstrap))
                 if not from_zero and key not in first_value:
                     first_value.append(key)
         if bands:
@@ -259,7 +271,7 @@ def scatter_plots(report: Report, out: Path, palette: dict) -> list[Plot]:
         runs = [r for rs in table.runs.values() for r in rs]
         panels = probe_points(runs, keys, lambda r: r.final_score)
         if panels:
-            file = f"probes_vs_return_{table.group}.png"
+            file = f"probes_vs_return_{safe(table.group)}.png"
             y_label = f"final {score_name(table)}"
             figures.scatter(panels, out / file, y_label=y_label, palette=palette)
             caption = (
@@ -291,35 +303,42 @@ def probe_points(runs: list[Run], keys: list[str], y) -> dict[str, list[figures.
         for run in runs:
             moved = curves.probe_change(run, key)
             if moved is not None and y(run) is not None:
-                points.append(figures.Point(run.variant, moved.delta, float(y(run))))
+                points.append(figures.Point(run.label, moved.delta, float(y(run))))
         if points:
             panels[key] = points
     return panels
 
 
+def clip_run(runs: list[Run]) -> Run:
+    """The run a label's clip plays: on the first game, the best final return (a run without
+    episodes last; a return of 0.0 is a score like any other)."""
+    game = min(r.game for r in runs)
+    mine = [r for r in runs if r.game == game]
+    return max(mine, key=lambda r: -math.inf if r.final_return is None else r.final_return)
+
+
 def record_clips(runs: list[Run], out: Path) -> dict[str, dict]:
-    """One short clip per variant: its best-scoring finished run on the first game, played by the
-    run's best.pt where evaluation phases kept one, else by its newest checkpoint."""
+    """One short clip per label: its best-scoring finished run on the first game (clip_run),
+    played by the run's best.pt where evaluation phases kept one, else by its newest checkpoint."""
     from agents.evaluation import best_path  # the agent, torch and imageio only when asked for
     from analysis.video import record_run
 
     (out / "videos").mkdir(exist_ok=True)
     clips = {}
-    for variant in sorted({r.variant for r in runs}):
-        mine = [r for r in runs if r.variant == variant and r.step > 0]
+    for index, label in enumerate(sorted({r.label for r in runs})):
+        mine = [r for r in runs if r.label == label and r.step > 0]
         if not mine:
             continue
-        game = min(r.game for r in mine)
-        run = max((r for r in mine if r.game == game), key=lambda r: r.final_return or -1e300)
+        run = clip_run(mine)
         best = best_path(run.path)
         source = best if best.is_file() else run.path
-        file = f"videos/{safe(variant)}.mp4"
+        file = f"videos/{index}_{safe(run.variant)}.mp4"
         try:
             clip = record_run(source, out / file, max_frames=CLIP_FRAMES)
         except UserError as error:  # one unplayable checkpoint costs its clip, not the report
-            clips[variant] = {"run": run.name, "error": str(error)}
+            clips[label] = {"run": run.name, "error": str(error)}
             continue
-        clips[variant] = {
+        clips[label] = {
             "file": file,
             "run": run.name,
             "checkpoint": clip.checkpoint.name,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from analysis import reference as dopamine
 from analysis.runs import FINAL_RULE, Run
+from analysis.stats import baseline_label
 
 AGGREGATES = "Aggregates"
 """The plots section shown under the aggregate tables."""
@@ -43,6 +44,7 @@ def render(report: Report) -> str:
             if name != AGGREGATES
         ],
         videos_section(report.videos),
+        conflicts_section(report),
         runs_section("Finished runs", report.finished),
         partial_section(report.partial),
         skipped_section(report),
@@ -51,8 +53,22 @@ def render(report: Report) -> str:
     return "\n".join(p for p in parts if p)
 
 
+HOW = (
+    "How scores are aggregated: across games, only human-normalised Atari scores, "
+    "(score − random) / (human − random). Every other game (MinAtar, classic control, Atari "
+    "games without human reference scores) has aggregates of its own raw returns, per game: "
+    "raw scores are never pooled across games, since each game has a scale of its own and an "
+    "aggregate over them would mostly measure the highest-scoring game. A row is one variant "
+    "under one setting: runs whose configs differ in anything but the seed, where and how fast "
+    "they ran (device, threads, pinned memory), how often they wrote checkpoints and logs, and "
+    "the probes' keys (probes only observe) are separate rows, however they came to differ "
+    "(another budget, preset or --set); a row is named by the preset nearest its config and "
+    "the keys that differ from it."
+)
+
+
 def aggregate_section(report: Report) -> list[str]:
-    parts = ["<h2>Aggregates</h2>"]
+    parts = ["<h2>Aggregates</h2>", f"<p>{escape(HOW)}</p>"]
     if not report.tables:
         parts.append("<p class='note'>No finished run with episodes: no aggregates.</p>")
     for table in report.tables:
@@ -66,14 +82,18 @@ def aggregate_table(table: ScoreTable, report: Report) -> list[str]:
     names = list(next(iter(values.values())))
     poi = report.improvement[table.group]
     if table.normalized:
+        title = f"Across human-normalised Atari games: {', '.join(table.games)}"
         note = (
             "Human-normalised scores, (score − random) / (human − random), with the reference "
             "scores evaluate.py uses."
         )
     else:
+        (game,) = table.games
+        title = f"{game} (raw returns, this game alone)"
         note = (
-            "<b>Raw returns</b>: these games have no human reference scores (classic "
-            "control), so the aggregates are over raw returns and there is no optimality gap."
+            f"<b>Raw returns of {escape(game)} alone</b>: {raw_kind(table.runs)}, without "
+            "human reference scores, so these aggregates are over its runs' raw returns, "
+            "never pooled across games, and there is no optimality gap."
         )
     head = "".join(f"<th>{escape(n.replace('_', ' '))} [95% CI]</th>" for n in names)
     head += f"<th>P(&gt; {escape(report.baseline)}) [95% CI]</th>" if poi else ""
@@ -83,20 +103,43 @@ def aggregate_table(table: ScoreTable, report: Report) -> list[str]:
         if poi:
             cells += f"<td>{interval(poi[variant]) if variant in poi else '—'}</td>"
         runs = len(table.runs[variant])
-        rows.append(f"<tr><td>{escape(variant)} ({runs} runs)</td>{cells}</tr>")
-    if report.baseline not in table.scores:
-        note += (
-            f" The baseline {escape(report.baseline)} has no runs here: no probability of "
-            "improvement (choose another with --baseline)."
-        )
+        rows.append(f"<tr><td>{escape(variant)} ({runs} run{'s' * (runs != 1)})</td>{cells}</tr>")
+    note += baseline_note(table, report.baseline)
     parts = [
-        f"<h3>{escape(', '.join(table.games))}</h3><p class='note'>{note}</p>",
-        f"<table><tr><th>variant</th>{head}</tr>{''.join(rows)}</table>",
+        f"<h3>{escape(title)}</h3><p class='note'>{note}</p>",
+        f"<table><tr><th>variant and setting</th>{head}</tr>{''.join(rows)}</table>",
     ]
     if table.left_out:
         items = "".join(f"<li>{escape(r.name)}: {escape(why)}</li>" for r, why in table.left_out)
         parts.append(f"<p>Finished runs left out of these aggregates:</p><ul>{items}</ul>")
     return parts
+
+
+def raw_kind(runs: dict[str, tuple[Run, ...]]) -> str:
+    """What a game without human reference scores is, from one of its runs."""
+    run = next(iter(runs.values()))[0]
+    if run.is_atari:
+        return "an Atari game that evaluate.py's reference table lacks"
+    if run.game.startswith("minatar_"):  # envs.resolve_env_id's name for MinAtar games
+        return "a MinAtar game"
+    return "a classic-control task"
+
+
+def baseline_note(table: ScoreTable, baseline: str) -> str:
+    """Why a table has no probability of improvement, or which label it compares with."""
+    over = baseline_label(table, baseline)
+    if over is not None:
+        return "" if over == baseline else f" P(&gt; {escape(baseline)}) is over {escape(over)}."
+    several = [label for label, runs in table.runs.items() if runs[0].variant == baseline]
+    if several:
+        return (
+            f" The baseline {escape(baseline)} ran here under {len(several)} settings: no "
+            "probability of improvement (name one with --baseline 'LABEL')."
+        )
+    return (
+        f" The baseline {escape(baseline)} has no runs here: no probability of "
+        "improvement (choose another with --baseline)."
+    )
 
 
 def interval(ci) -> str:
@@ -199,13 +242,13 @@ def run_rows(runs: list[Run]) -> str:
         refills = ", ".join(f"{step:,}" for step in r.refilled_at)
         mark = f" <span class='note'>(replay refilled at {refills})</span>" if refills else ""
         rows.append(
-            f"<tr><td>{escape(r.name)}{mark}</td><td>{escape(r.game)}</td><td>{escape(r.variant)}</td>"
+            f"<tr><td>{escape(r.name)}{mark}</td><td>{escape(r.game)}</td><td>{escape(r.label)}</td>"
             f"<td>{r.seed}</td><td>{r.step:,} / {r.total_steps:,}</td><td>{len(r.returns)}</td>"
             f"<td>{final}</td></tr>"
         )
     head = (
-        "<tr><th>run</th><th>game</th><th>variant</th><th>seed</th><th>checkpoint step / "
-        "total</th><th>episodes</th><th>final return</th></tr>"
+        "<tr><th>run</th><th>game</th><th>variant and setting</th><th>seed</th><th>checkpoint "
+        "step / total</th><th>episodes</th><th>final return</th></tr>"
     )
     note = (
         "<p class='note'>A run marked <i>replay refilled</i> was resumed from a checkpoint without "
@@ -232,8 +275,34 @@ def partial_section(runs: list[Run]) -> str:
     return f"<h2>Partial runs (not in the aggregates)</h2>{note}{run_rows(runs)}"
 
 
+def conflicts_section(report: Report) -> str:
+    """The games whose variant ran under several settings: each setting is its own group."""
+    if not report.conflicts:
+        return ""
+    items = []
+    for c in report.conflicts:
+        settings = "; ".join(
+            f"{escape(label)} ({n} run{'s' * (n != 1)})" for label, n in c.settings
+        )
+        which = f"{escape(c.game)}, {escape(c.variant)}: {len(c.settings)} settings"
+        items.append(f"<li>{which}: {settings}</li>")
+    note = (
+        "<p class='note'>These games ran one variant under several settings (another budget, "
+        "preset or --set). Each setting is a group of its own in every table and figure; none "
+        "is pooled with another or dropped.</p>"
+    )
+    return f"<h2>Several settings of one variant</h2>{note}<ul>{''.join(items)}</ul>"
+
+
 def skipped_section(report: Report) -> str:
     if not report.skipped:
         return ""
     items = "".join(f"<li>{escape(str(s.path))}: {escape(s.reason)}</li>" for s in report.skipped)
-    return f"<h2>Run directories not used</h2><ul>{items}</ul>"
+    note = (
+        "<p class='note'>Directories that hold a config.yaml and are not counted: unreadable "
+        "ones, duplicates (another run of the same game, variant, setting and seed counts: a "
+        "finished one before a partial one, then the one that went further, then the newest "
+        "name) and anything under a hidden folder (a name starting with '.'), such as the "
+        "attempts sweep.py sets aside.</p>"
+    )
+    return f"<h2>Run directories not used</h2>{note}<ul>{items}</ul>"

@@ -1,11 +1,14 @@
 """Run directories read back: each run's config.yaml, its TensorBoard scalars and the step of its
-newest checkpoint. Game, variant and seed come from the config, never from the directory name."""
+newest checkpoint. Game, variant, setting and seed come from the config, never from the directory
+name; a directory under a hidden folder (a sweep's set-aside attempts) is listed, never counted."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -13,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents.checkpoint import NAME as CHECKPOINT_NAME
 from agents.checkpoint import list_checkpoints
+from analysis.settings import Setting, setting_of
 from configs.errors import UserError
 from envs import human_normalized, resolve_env_id
 
@@ -33,6 +37,9 @@ BASELINE_PREFIX = "plasticity_baseline/"
 FINAL_FRACTION = 0.1
 """A run's final return is the mean of its last 10% of episodes (at least one)."""
 FINAL_RULE = "mean of the last max(1, floor(N/10)) of a run's N episode returns"
+ASIDE = (".sweep", "aside")
+"""Where, under a LOGDIR, sweep.py and train.py move an attempt they restart from scratch."""
+ASIDE_REASON = "set aside by sweep.py (restarted from scratch); not counted"
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,9 +62,10 @@ class Run:
     """ROM id (`pong`) for Atari, the gymnasium id (`CartPole-v1`) otherwise."""
     is_atari: bool
     variant: str
+    setting: Setting
     seed: int
     total_steps: int
-    """train.total_steps of the run's config.yaml."""
+    """train.total_steps of the run's config.yaml (its latest launch's budget)."""
     step: int
     """Step of the newest checkpoint (0 when there is none)."""
     returns: Series
@@ -73,6 +81,12 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def label(self) -> str:
+        """The variant and its setting (`dqn [classic / train.total_steps=4000]`): the group whose
+        seeds are aggregated together."""
+        return self.setting.label
 
     @property
     def partial(self) -> bool:
@@ -100,10 +114,21 @@ class Run:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A directory that looked like a run but could not be read."""
+    """A directory that looked like a run (it holds a config.yaml) and is not counted."""
 
     path: Path
     reason: str
+    kind: Literal["unreadable", "duplicate", "aside", "hidden"] = "unreadable"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One game and variant run under several settings: each setting is a group of its own."""
+
+    game: str
+    variant: str
+    settings: tuple[tuple[str, int], ...]
+    """(label, number of runs), by label."""
 
 
 def final_return(values: np.ndarray) -> float | None:
@@ -121,10 +146,26 @@ def find_run_dirs(root: Path) -> list[Path]:
     return sorted(path.parent for path in root.rglob("config.yaml"))
 
 
+def hidden(path: Path, root: Path) -> Skipped | None:
+    """Why a run directory under a hidden folder of `root` (a name starting with `.`) is not
+    counted; None for one that is."""
+    parts = path.relative_to(root).parts
+    for i, part in enumerate(parts):
+        if part.startswith("."):
+            if parts[i : i + len(ASIDE)] == ASIDE:
+                return Skipped(path, ASIDE_REASON, "aside")
+            return Skipped(path, f"under the hidden folder {part}; not counted", "hidden")
+    return None
+
+
 def load_runs(root: Path) -> tuple[list[Run], list[Skipped]]:
     """Read every run under `root`; a UserError when there is none to read."""
     runs, skipped = [], []
     for path in find_run_dirs(root):
+        not_counted = hidden(path, root)
+        if not_counted is not None:
+            skipped.append(not_counted)
+            continue
         try:
             runs.append(read_run(path))
         except UserError as error:
@@ -140,19 +181,47 @@ def load_runs(root: Path) -> tuple[list[Run], list[Skipped]]:
     return runs, skipped
 
 
+def identity(run: Run) -> tuple:
+    """Runs with the same identity are one seed of one experiment."""
+    return run.game, run.variant, run.setting, run.seed
+
+
 def without_duplicates(runs: list[Run]) -> tuple[list[Run], list[Skipped]]:
-    """One run per (game, variant, seed): the one that went furthest (the newest name on a tie);
-    the others are skipped, so that a rerun never counts as another seed."""
+    """One run per (game, variant, setting, seed): a finished one before a partial one however
+    far that went, then the one that went furthest, then the newest name. The others are
+    listed, so that a rerun never counts as another seed and never silently replaces one."""
     best: dict[tuple, Run] = {}
-    for run in sorted(runs, key=lambda r: (r.step, r.name)):
-        best[(run.game, run.variant, run.seed)] = run
-    kept = [r for r in runs if best[(r.game, r.variant, r.seed)] is r]
-    skipped = [
-        Skipped(r.path, f"same game, variant and seed as {best[(r.game, r.variant, r.seed)].name}")
-        for r in runs
-        if best[(r.game, r.variant, r.seed)] is not r
-    ]
+    for run in sorted(runs, key=lambda r: (not r.partial, r.step, r.name)):
+        best[identity(run)] = run
+    kept = [r for r in runs if best[identity(r)] is r]
+    skipped = [duplicate(r, best[identity(r)]) for r in runs if best[identity(r)] is not r]
     return kept, skipped
+
+
+def duplicate(run: Run, kept: Run) -> Skipped:
+    """Why `run` is not counted beside `kept`, the run of its identity that is."""
+    if run.partial and not kept.partial:
+        why = f"that run finished, this one did not (step {run.step:,} of {run.total_steps:,})"
+    elif kept.step > run.step:
+        why = f"that run went further (step {kept.step:,}, this one {run.step:,})"
+    else:
+        why = "the same progress, and the newest name counts"
+    same = "same game, variant, setting and seed"
+    return Skipped(run.path, f"duplicate of {kept.name} ({same}): {why}", "duplicate")
+
+
+def conflicts(runs: list[Run]) -> list[Conflict]:
+    """Every game and variant that `runs` hold under more than one setting, sorted."""
+    counts = Counter((r.game, r.variant, r.label) for r in runs)
+    pairs = sorted({(game, variant) for game, variant, _ in counts})
+    found = []
+    for game, variant in pairs:
+        mine = sorted(
+            (label, n) for (g, v, label), n in counts.items() if (g, v) == (game, variant)
+        )
+        if len(mine) > 1:
+            found.append(Conflict(game, variant, tuple(mine)))
+    return found
 
 
 def read_run(path: Path) -> Run:
@@ -165,6 +234,10 @@ def read_run(path: Path) -> Run:
         frame_skip = int(config["env"].get("frame_skip", 4))
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(f"{path / 'config.yaml'} lacks a key the report needs: {error}") from None
+    try:
+        setting = setting_of(config)
+    except UserError as error:
+        raise UserError(f"{path / 'config.yaml'}: {error}") from None
     scalars = read_scalars(path)
     probes = {k: scalars[f"plasticity/{k}"] for k in PROBE_KEYS if f"plasticity/{k}" in scalars}
     baselines = {
@@ -176,6 +249,7 @@ def read_run(path: Path) -> Run:
         game=game,
         is_atari=is_atari,
         variant=variant,
+        setting=setting,
         seed=seed,
         total_steps=total_steps,
         step=checkpoint_step(path),

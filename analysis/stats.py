@@ -1,7 +1,11 @@
 """Aggregate statistics through rliable (Agarwal et al. 2021, "Deep Reinforcement Learning at the
 Edge of the Statistical Precipice"): IQM, median, mean and optimality gap with stratified bootstrap
 confidence intervals, the probability of improvement, and bootstrap bands for mean curves. Nothing
-here recomputes those statistics: it arranges scores into rliable's (runs x tasks) matrices."""
+here recomputes those statistics: it arranges scores into rliable's (runs x tasks) matrices.
+
+Raw returns of different games are never pooled: they are on scales of their own, and an
+aggregate over them would mostly measure the highest-scoring game. Across games only
+human-normalised Atari scores are aggregated; every other game is a table of its own."""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
 }
 """rliable's aggregates; the optimality gap (to a human-normalised score of 1) only where scores
 are normalised."""
+HUMAN_NORMALIZED = "human_normalized"
+"""The group of Atari games with human reference scores, aggregated across games."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +69,15 @@ class ScoreTable:
     the same games for every variant and as many runs per game."""
 
     group: str
+    """HUMAN_NORMALIZED, or the one game of a raw-return table."""
     normalized: bool
-    """Human-normalised (Atari) or raw returns (classic control, games without reference scores)."""
+    """Human-normalised (Atari games with reference scores, across games) or the raw returns of
+    one game (MinAtar, classic control, Atari games without reference scores)."""
     games: tuple[str, ...]
     scores: dict[str, np.ndarray]
+    """Label (variant and setting, Run.label) -> its (runs x games) matrix."""
     runs: dict[str, tuple[Run, ...]]
-    """The runs behind each variant's matrix, in row-major order (run index, then game)."""
+    """The runs behind each label's matrix, in row-major order (run index, then game)."""
     left_out: tuple[tuple[Run, str], ...]
     """Finished runs not in any matrix, and why."""
 
@@ -86,29 +95,34 @@ def numpy_seed(seed: int) -> Iterator[None]:
 
 
 def score_tables(runs: list[Run]) -> list[ScoreTable]:
-    """Finished runs with a final return, split into the normalised and the raw-return group."""
+    """Finished runs with a final return: one table across the human-normalised Atari games, and
+    one per game of every other game (its raw returns alone)."""
     scored = [r for r in runs if not r.partial and r.final_score is not None]
-    groups = [("atari", True), ("raw", False)]
-    tables = [
-        score_table(name, [r for r in scored if r.normalized == flag], normalized=flag)
-        for name, flag in groups
+    normalized = [r for r in scored if r.normalized]
+    raw_games = sorted({r.game for r in scored if not r.normalized})
+    tables = [score_table(HUMAN_NORMALIZED, normalized, normalized=True)] if normalized else []
+    tables += [
+        score_table(game, [r for r in scored if r.game == game], normalized=False)
+        for game in raw_games
     ]
     return [t for t in tables if t.scores]
 
 
 def score_table(group: str, runs: list[Run], *, normalized: bool) -> ScoreTable:
-    """Rectangular matrices: the games every variant ran, and per game the `n` lowest seeds where
-    `n` is the variant's smallest run count over those games."""
+    """Rectangular matrices: the games every label ran, and per game the `n` lowest seeds where
+    `n` is the label's smallest run count over those games."""
     if not runs:
         return ScoreTable(group, normalized, (), {}, {}, ())
-    variants = sorted({r.variant for r in runs})
-    by_variant = {v: [r for r in runs if r.variant == v] for v in variants}
-    games = sorted(set.intersection(*({r.game for r in rs} for rs in by_variant.values())))
-    left_out = [(r, "game not run by every variant") for r in runs if r.game not in games]
+    labels = sorted({r.label for r in runs})
+    by_label = {v: [r for r in runs if r.label == v] for v in labels}
+    games = sorted(set.intersection(*({r.game for r in rs} for rs in by_label.values())))
+    left_out = [
+        (r, "game not run by every variant and setting") for r in runs if r.game not in games
+    ]
     scores, kept = {}, {}
-    for variant, variant_runs in by_variant.items():
+    for label, label_runs in by_label.items():
         columns = [
-            sorted((r for r in variant_runs if r.game == g), key=lambda r: r.seed) for g in games
+            sorted((r for r in label_runs if r.game == g), key=lambda r: r.seed) for g in games
         ]
         n = min(len(c) for c in columns) if columns else 0
         left_out += [
@@ -118,42 +132,53 @@ def score_table(group: str, runs: list[Run], *, normalized: bool) -> ScoreTable:
         ]
         if n:
             rows = [[columns[j][i] for j in range(len(games))] for i in range(n)]
-            scores[variant] = np.array([[r.final_score for r in row] for row in rows])
-            kept[variant] = tuple(r for row in rows for r in row)
+            scores[label] = np.array([[r.final_score for r in row] for row in rows])
+            kept[label] = tuple(r for row in rows for r in row)
     return ScoreTable(group, normalized, tuple(games), scores, kept, tuple(left_out))
 
 
 def aggregates(table: ScoreTable, bootstrap: Bootstrap) -> dict[str, dict[str, Interval]]:
-    """Per variant, each aggregate with its stratified bootstrap CI (one bootstrap for all)."""
+    """Per label, each aggregate with its stratified bootstrap CI (one bootstrap for all)."""
     names = [n for n in AGGREGATES if table.normalized or n != "optimality_gap"]
 
     def func(scores: np.ndarray) -> np.ndarray:
         return np.array([AGGREGATES[n](scores) for n in names])
 
     result = {}
-    for variant, scores in table.scores.items():
+    for label, scores in table.scores.items():
         point, ci = interval_estimates(scores, func, bootstrap)
-        result[variant] = {
+        result[label] = {
             n: Interval(float(point[i]), float(ci[0, i]), float(ci[1, i]))
             for i, n in enumerate(names)
         }
     return result
 
 
+def baseline_label(table: ScoreTable, baseline: str) -> str | None:
+    """The label P(improvement) compares with: `baseline` itself when it is a label of the
+    table, else the table's only label of variant `baseline`; None when there is none or several
+    (then no setting of it is the baseline more than another)."""
+    if baseline in table.scores:
+        return baseline
+    mine = [label for label, runs in table.runs.items() if runs[0].variant == baseline]
+    return mine[0] if len(mine) == 1 else None
+
+
 def improvement(table: ScoreTable, baseline: str, bootstrap: Bootstrap) -> dict[str, Interval]:
-    """P(X > baseline) for every other variant X (rliable's probability of improvement, averaged
-    over games), with an independent stratified bootstrap CI; {} when the baseline is absent."""
-    if baseline not in table.scores:
+    """P(X > baseline) for every other label X (rliable's probability of improvement, averaged
+    over games), with an independent stratified bootstrap CI; {} without a baseline label."""
+    over = baseline_label(table, baseline)
+    if over is None:
         return {}
 
     def func(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.array([metrics.probability_of_improvement(x, y)])
 
     result = {}
-    for variant, scores in table.scores.items():
-        if variant != baseline:
-            point, ci = interval_estimates((scores, table.scores[baseline]), func, bootstrap)
-            result[variant] = Interval(float(point[0]), float(ci[0, 0]), float(ci[1, 0]))
+    for label, scores in table.scores.items():
+        if label != over:
+            point, ci = interval_estimates((scores, table.scores[over]), func, bootstrap)
+            result[label] = Interval(float(point[0]), float(ci[0, 0]), float(ci[1, 0]))
     return result
 
 

@@ -1,5 +1,6 @@
-"""summary.json: per group of games and variant the aggregates with their CIs, and every run with
-its final return; partial runs and directories not used listed apart."""
+"""summary.json: per group of games and label (variant and setting) the aggregates with their CIs,
+and every run with its final return; partial runs, directories not used and games run under
+several settings listed apart."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from analysis import reference as dopamine
 from analysis.runs import FINAL_RULE, Run
-from analysis.stats import ScoreTable
+from analysis.stats import ScoreTable, baseline_label
 
 if TYPE_CHECKING:  # build imports this module
     from analysis.build import Report
@@ -19,6 +20,8 @@ def run_entry(run: Run, in_aggregate: bool) -> dict:
         "path": str(run.path),
         "game": run.game,
         "variant": run.variant,
+        "setting": run.label,
+        "differs": dict(run.setting.differs),
         "seed": run.seed,
         "step": run.step,
         "total_steps": run.total_steps,
@@ -31,6 +34,15 @@ def run_entry(run: Run, in_aggregate: bool) -> dict:
     }
 
 
+AGGREGATION = {
+    "human_normalized": "one group across the Atari games with human reference scores",
+    "raw_return": "one group per game for every other game (MinAtar, classic control, Atari "
+    "games without reference scores): raw returns are never pooled across games",
+    "variants": "keyed by label: the variant and its setting, i.e. how its config differs from "
+    "the variant's own (the nearest preset, then the keys beyond it)",
+}
+
+
 def summarize(report: Report) -> dict:
     """summary.json: the aggregates with their CIs per group and variant, and every run."""
     used = {id(r) for t in report.tables for rs in t.runs.values() for r in rs}
@@ -39,10 +51,17 @@ def summarize(report: Report) -> dict:
         "baseline": report.baseline,
         "bootstrap": report.bootstrap.to_dict(),
         "final_return": FINAL_RULE,
+        "aggregation": AGGREGATION,
         "aggregates": {t.group: table_entry(t, report) for t in report.tables},
         "runs": [with_reference(run_entry(r, id(r) in used), r, report) for r in report.finished],
         "partial_runs": [with_reference(run_entry(r, False), r, report) for r in report.partial],
-        "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
+        "skipped": [
+            {"path": str(s.path), "kind": s.kind, "reason": s.reason} for s in report.skipped
+        ],
+        "conflicts": [
+            {"game": c.game, "variant": c.variant, "settings": dict(c.settings)}
+            for c in report.conflicts
+        ],
         "videos": report.videos,
         "reference": reference_entry(report),
     }
@@ -82,14 +101,19 @@ def reference_entry(report: Report) -> dict | None:
 
 def table_entry(table: ScoreTable, report: Report) -> dict:
     variants = {}
-    for variant, figures_ in report.aggregates[table.group].items():
-        runs = len(table.runs[variant])
-        entry = {"runs": runs, "seeds_per_game": runs // max(1, len(table.games))}
+    over = baseline_label(table, report.baseline)
+    for label, figures_ in report.aggregates[table.group].items():
+        runs = len(table.runs[label])
+        entry = {
+            "variant": table.runs[label][0].variant,
+            "runs": runs,
+            "seeds_per_game": runs // max(1, len(table.games)),
+        }
         entry.update({name: ci.to_dict() for name, ci in figures_.items()})
-        poi = report.improvement[table.group].get(variant)
+        poi = report.improvement[table.group].get(label)
         if poi is not None:
-            entry["probability_of_improvement"] = {"over": report.baseline, **poi.to_dict()}
-        variants[variant] = entry
+            entry["probability_of_improvement"] = {"over": over, **poi.to_dict()}
+        variants[label] = entry
     return {
         "score": "human_normalized" if table.normalized else "raw_return",
         "games": list(table.games),
