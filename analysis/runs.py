@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents.checkpoint import NAME as CHECKPOINT_NAME
 from agents.checkpoint import list_checkpoints
+from agents.rundir import ASIDE
 from analysis.settings import Setting, setting_of
 from configs.errors import UserError
 from envs import human_normalized, resolve_env_id
@@ -37,8 +38,6 @@ BASELINE_PREFIX = "plasticity_baseline/"
 FINAL_FRACTION = 0.1
 """A run's final return is the mean of its last 10% of episodes (at least one)."""
 FINAL_RULE = "mean of the last max(1, floor(N/10)) of a run's N episode returns"
-ASIDE = (".sweep", "aside")
-"""Where, under a LOGDIR, sweep.py and train.py move an attempt they restart from scratch."""
 ASIDE_REASON = "set aside by sweep.py (restarted from scratch); not counted"
 
 
@@ -152,7 +151,7 @@ def hidden(path: Path, root: Path) -> Skipped | None:
     parts = path.relative_to(root).parts
     for i, part in enumerate(parts):
         if part.startswith("."):
-            if parts[i : i + len(ASIDE)] == ASIDE:
+            if parts[i : i + len(ASIDE.parts)] == ASIDE.parts:  # LOGDIR/.sweep/aside/<name>-<k>
                 return Skipped(path, ASIDE_REASON, "aside")
             return Skipped(path, f"under the hidden folder {part}; not counted", "hidden")
     return None

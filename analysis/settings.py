@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 from configs import available, from_dict, resolve, to_dict
 from configs.errors import UserError
-from configs.load import flatten
+from configs.load import as_text, flatten
 
 NOT_A_SETTING = (
     "env.id",
@@ -33,7 +32,7 @@ RNG (probes/schedule.py, probes/fit.py), so they never change what the agent tra
 @dataclass(frozen=True)
 class Setting:
     """A run's config as its differences from `configs.resolve(variant=variant)` (no preset),
-    beyond NOT_A_SETTING and OBSERVERS; values written as `--set` takes them."""
+    beyond NOT_A_SETTING and OBSERVERS; values written as `--set` takes them (`as_text`)."""
 
     variant: str
     differs: tuple[tuple[str, str], ...]
@@ -50,15 +49,6 @@ class Setting:
         keys = ", ".join(f"{k}={v}" for k, v in self.beyond_preset)
         inside = " / ".join(part for part in (self.preset, keys) if part)
         return f"{self.variant} [{inside}]" if inside else self.variant
-
-
-def as_text(value: Any) -> str:
-    """A value as --set takes it: 0.0001, true, [64, 64], mse."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list | tuple):
-        return f"[{', '.join(map(as_text, value))}]"
-    return str(value)
 
 
 def experiment_keys(raw: dict) -> dict[str, str]:
