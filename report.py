@@ -3,7 +3,10 @@
     python report.py runs/ --out report/ --baseline dqn [--videos] [--reference dopamine]
 
 Reads what the runs already wrote (config.yaml, TensorBoard events, checkpoints) and writes
-report/index.html, report/summary.json and PNG figures. Needs the [report] extra.
+report/index.html, report/summary.json and PNG figures. Needs the [report] extra. Aggregates go
+across human-normalised Atari games only; every other game is aggregated on its own. Runs are
+grouped by variant and setting (how the config differs from the variant's own); directories
+under a hidden folder, such as LOGDIR/.sweep/aside/, are listed and not counted.
 With --reference dopamine[:AGENT,...], Dopamine's published training returns (shipped with the
 package, Apache-2.0) are drawn behind every Atari curve and set beside each Atari run's returns
 at matched agent steps (`python -m analysis.reference GAME` prints them).
@@ -26,7 +29,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="folder holding run directories")
     p.add_argument("--out", default="report", help="report folder (default report/)")
-    p.add_argument("--baseline", default="dqn", help="variant for P(improvement) (default dqn)")
+    p.add_argument(
+        "--baseline",
+        default="dqn",
+        help="variant for P(improvement), or one label 'VARIANT [SETTING]' of the page where "
+        "the variant ran under several settings (default dqn)",
+    )
     p.add_argument("--videos", action="store_true", help="record one short clip per variant")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
