@@ -7,9 +7,10 @@ report/index.html, report/summary.json and PNG figures. Needs the [report] extra
 across human-normalised Atari games only; every other game is aggregated on its own. Runs are
 grouped by variant and setting (how the config differs from the variant's own); directories
 under a hidden folder, such as LOGDIR/.sweep/aside/, are listed and not counted.
-With --reference dopamine[:AGENT,...], Dopamine's published training returns (shipped with the
-package, Apache-2.0) are drawn behind every Atari curve and set beside each Atari run's returns
-at matched agent steps (`python -m analysis.reference GAME` prints them).
+With --reference dopamine[:AGENT,...], Dopamine's published training returns (Apache-2.0, built
+from a clone of google/dopamine: README, Published baselines) are drawn behind every Atari curve
+and set beside each Atari run's returns at matched agent steps (`python -m analysis.reference
+GAME` prints them).
 """
 
 from __future__ import annotations

@@ -14,9 +14,7 @@ import numpy as np
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.checkpoint import NAME as CHECKPOINT_NAME
-from agents.checkpoint import list_checkpoints
-from agents.rundir import ASIDE
+from agents.rundir import ASIDE, newest_step
 from analysis.settings import Setting, setting_of
 from configs.errors import UserError
 from envs import human_normalized, resolve_env_id
@@ -38,7 +36,7 @@ BASELINE_PREFIX = "plasticity_baseline/"
 FINAL_FRACTION = 0.1
 """A run's final return is the mean of its last 10% of episodes (at least one)."""
 FINAL_RULE = "mean of the last max(1, floor(N/10)) of a run's N episode returns"
-ASIDE_REASON = "set aside by sweep.py (restarted from scratch); not counted"
+ASIDE_REASON = "set aside when its run restarted from scratch (no checkpoint); not counted"
 
 
 @dataclass(frozen=True, eq=False)
@@ -251,7 +249,7 @@ def read_run(path: Path) -> Run:
         setting=setting,
         seed=seed,
         total_steps=total_steps,
-        step=checkpoint_step(path),
+        step=newest_step(path),
         returns=scalars.get(RETURN_TAG, empty),
         probes=probes,
         baselines=baselines,
@@ -283,9 +281,3 @@ def read_scalars(path: Path) -> dict[str, Series]:
         steps = np.array([e.step for e in points], dtype=np.int64)
         series[tag] = Series(steps, np.array([e.value for e in points], dtype=np.float64))
     return series
-
-
-def checkpoint_step(path: Path) -> int:
-    """The step of the run's newest `ckpt_<step>.pt`, or 0 when it has none."""
-    newest = list_checkpoints(path)
-    return int(CHECKPOINT_NAME.match(newest[-1].name).group(1)) if newest else 0

@@ -239,7 +239,7 @@ def test_each_setting_is_its_own_group_and_conflicts_are_listed(summary, runs_di
     assert escape(f"{LONG_LABEL} (1 run)") in page and escape(LR_LABEL) in page
 
 
-ASIDE_REASON = "set aside by sweep.py (restarted from scratch); not counted"
+ASIDE_REASON = "set aside when its run restarted from scratch (no checkpoint); not counted"
 
 
 def test_every_directory_not_counted_is_listed_with_why(runs_dir, tmp_path):
