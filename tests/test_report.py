@@ -405,3 +405,24 @@ def test_evaluate_records_atari_at_the_native_screen_size(pong_dir, tmp_path):
     assert frames[0].shape == (210, 160, 3)
     assert len(frames) == result["lengths"][0] + 1 == 101  # 400 frames, frame skip 4
     assert len({f.mean().round(1) for f in frames}) > 1  # the screen moves
+
+
+def test_hostile_run_and_folder_names_are_escaped_on_the_page(runs_dir, tmp_path):
+    """Names a user or a tool may give run directories and the runs folder reach the page as
+    text, never as markup: two counted runs, a duplicate and the root itself."""
+    runs = tmp_path / "<b>r&d</b>"
+    names = {
+        "cartpole__dqn__s1": "<img src=x onerror=alert(1)>",
+        "cartpole__dqn__s2": "s2\"'><script>alert(2)</script>",
+    }
+    for source, hostile in names.items():
+        shutil.copytree(runs_dir / source, runs / hostile)
+    shutil.copytree(runs_dir / "cartpole__dqn__s1", runs / "<i>dup</i>")  # listed as a duplicate
+    assert report.main([str(runs), "--out", str(tmp_path / "out"), "--reps", "200"]) == 0
+    page = (tmp_path / "out" / "index.html").read_text()
+    for raw in ["<img src=x", "<script>alert", "<b>r&d", "<i>dup"]:
+        assert raw not in page, raw
+    (listed,) = json.loads((tmp_path / "out" / "summary.json").read_text())["skipped"]
+    assert Path(listed["path"]).name in {"<i>dup</i>", names["cartpole__dqn__s1"]}
+    for shown in [listed["path"], str(runs)]:  # counted runs are named in summary.json only
+        assert escape(shown) in page, shown
