@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -168,6 +169,13 @@ def test_resume_continues_the_step_counter_and_optimizer(pong_run, tmp_path):
     assert adam_step(after) == adam_step(before) + 50
     epsilon = scalars(pong_run)["charts/epsilon"]
     assert [e.step for e in epsilon if e.step > 800] == [900, 1000]
+    # The ε-greedy stream goes on from the saved generator, not from a new seed: 100 iterations
+    # of 2 envs each draw 2 uniforms (explore?) and 2 of Pong's 6 actions.
+    stream = np.random.default_rng()
+    stream.bit_generator.state = before["agent"]["rng"]
+    for _ in range(100):
+        stream.random(2), stream.integers(6, size=2)
+    assert stream.bit_generator.state == after["agent"]["rng"]
 
 
 def test_resume_without_replay_contents_warms_up_again_and_says_so(tmp_path, capsys):
