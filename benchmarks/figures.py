@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,25 +28,30 @@ from train import Trainer
 
 PAGE = 4096
 
+Clock = Callable[[], float]
+"""Seconds, read before and after the timed work: `time.perf_counter` unless a test passes one
+that counts known work."""
+
 
 def resident_bytes() -> int:
     """This process's resident memory (Linux /proc)."""
     return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
 
 
-def env_sps_raw(config: Config, steps: int) -> float:
-    """Vector-env steps/s (summed over envs) with random actions, the training env settings."""
+def env_sps_raw(config: Config, steps: int, *, clock: Clock = time.perf_counter) -> float:
+    """Vector-env steps/s (summed over envs) with random actions, the training env settings:
+    num_envs x calls / seconds of the calls."""
     env, spec, _ = make_env(config.env.id, config.env.num_envs, 0, config.env)
     rng = np.random.default_rng(0)
     actions = [rng.integers(spec.num_actions, size=config.env.num_envs) for _ in range(64)]
     try:
         for i in range(20):
             env.step(actions[i % 64])
-        start = time.perf_counter()
+        start = clock()
         calls = max(steps // config.env.num_envs, 1)
         for i in range(calls):
             env.step(actions[i % 64])
-        return calls * config.env.num_envs / (time.perf_counter() - start)
+        return calls * config.env.num_envs / (clock() - start)
     finally:
         env.close()
 
@@ -68,7 +74,13 @@ def fixed_batch(spec, batch_size: int, device: torch.device) -> Batch:
     return batch.to(device)
 
 
-def learner_ups_raw(configs_by_name: dict[str, Config], updates: int, rounds: int = 5) -> dict:
+def learner_ups_raw(
+    configs_by_name: dict[str, Config],
+    updates: int,
+    rounds: int = 5,
+    *,
+    clock: Clock = time.perf_counter,
+) -> dict:
     """Updates/s of the bare learner per config: same network, loss and optimiser, one fixed batch
     in memory. The configs take turns in short rounds and each keeps its median round, so that
     drift in the machine's speed hits them all alike."""
@@ -77,11 +89,11 @@ def learner_ups_raw(configs_by_name: dict[str, Config], updates: int, rounds: in
     per_round = max(updates // rounds, 1)
     for _ in range(rounds):
         for name, (agent, batch) in learners.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(per_round):
                 agent.update(batch)
             synchronize(agent.device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: per_round / float(np.median(t)) for name, t in times.items()}
 
 
@@ -101,7 +113,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def paired_loop(config: Config, steps: int, updates: int, rounds: int = 5) -> dict[str, float]:
+def paired_loop(
+    config: Config, steps: int, updates: int, rounds: int = 5, *, clock: Clock = time.perf_counter
+) -> dict[str, float]:
     """The steps/s of the real training loop (acting, env, replay, updates, logging, target
     updates; probes off, they have their own figure) and the bare learner's updates/s, timed in
     alternating rounds after the warm-up, so that drift in the machine's speed (on a shared
@@ -113,12 +127,12 @@ def paired_loop(config: Config, steps: int, updates: int, rounds: int = 5) -> di
     per_round = {"train_sps": [], "learner_ups": [], "loop_efficiency": []}
     with warmed_trainer(config) as trainer:
         for _ in range(rounds):
-            sps = timed_steps(trainer, steps)
-            start = time.perf_counter()
+            sps = timed_steps(trainer, steps, clock=clock)
+            start = clock()
             for _ in range(updates):
                 agent.update(batch)
             synchronize(agent.device)
-            ups = updates / (time.perf_counter() - start)
+            ups = updates / (clock() - start)
             per_round["train_sps"].append(sps)
             per_round["learner_ups"].append(ups)
             per_round["loop_efficiency"].append(sps / (config.agent.train_interval * ups))
@@ -142,15 +156,16 @@ def warmed_trainer(config: Config) -> Iterator[Trainer]:
             trainer.env.close()
 
 
-def timed_steps(trainer: Trainer, steps: int) -> float:
-    """Env steps/s of the training loop over the next `steps` steps."""
-    start, first = time.perf_counter(), trainer.step
+def timed_steps(trainer: Trainer, steps: int, *, clock: Clock = time.perf_counter) -> float:
+    """Env steps/s of the training loop over the next `steps` steps (or a few more: whole
+    iterations): agent steps taken (Trainer.step) / seconds of those iterations."""
+    start, first = clock(), trainer.step
     while trainer.step < first + steps:
         before = trainer.step
         trainer.iteration()
         trainer.periodic(before, (start, first), _NoBar())
     synchronize(trainer.agent.device)
-    return (trainer.step - first) / (time.perf_counter() - start)
+    return (trainer.step - first) / (clock() - start)
 
 
 class _NoBar:
@@ -205,9 +220,11 @@ def replay_figures(config: Config, capacity: int, transitions: int) -> dict[str,
     }
 
 
-def probe_seconds(config: Config, *, fit: bool = True) -> tuple[float, float]:
+def probe_seconds(
+    config: Config, *, fit: bool = True, clock: Clock = time.perf_counter
+) -> tuple[float, float]:
     """(seconds of one `measure`, seconds of one `probe_fit_loss` or 0 without `fit`) at the
-    configured sizes."""
+    configured sizes, each timed once after a warm-up `measure`."""
     env, spec, _ = make_env(config.env.id, 1, 0, config.env)
     env.close()
     device = resolve_device(config.train.device)
@@ -215,23 +232,32 @@ def probe_seconds(config: Config, *, fit: bool = True) -> tuple[float, float]:
     states = fixed_batch(spec, config.probes.batch_size, device).obs
     kwargs = {"ntk_batch": config.probes.ntk_batch, "ntk_readout": agent.online.q_values}
     measure(agent.online, states, **kwargs)
-    start = time.perf_counter()
+    start = clock()
     measure(agent.online, states, **kwargs)
-    measured = time.perf_counter() - start
+    measured = clock() - start
     if not fit:
         return measured, 0.0
-    start = time.perf_counter()
+    start = clock()
     probe_fit_loss(agent.online, states, steps=config.probes.fit_steps)
-    return measured, time.perf_counter() - start
+    return measured, clock() - start
 
 
-def probe_overhead(config: Config, sps: float) -> float:
-    """Share of training wall time spent in probes at the configured intervals, from the cost of
-    one measurement and the training time between two of them at `sps` steps/s."""
-    measured, fitted = probe_seconds(config)
-    per_step = measured / config.probes.interval
-    if config.probes.fit_interval:
-        per_step += fitted / config.probes.fit_interval
+def probe_overhead(config: Config, sps: float, *, clock: Clock = time.perf_counter) -> float:
+    """Share of training wall time spent in probes at the configured intervals, from the seconds
+    m of one `measure` and f of one `probe_fit_loss` (0 when fit_interval is 0) and the training
+    time 1/sps of a step (probes off). ProbeSchedule measures the network every I = interval
+    steps, fits it every F = fit_interval steps, and on each new probe batch measures and fits
+    the initial network too: at the first probe step R = refresh_interval or more after the last
+    draw, so every D = I·⌈R/I⌉ steps (fit steps being probe steps, F a multiple of I as in every
+    preset). Per step, probes cost
+
+        c = m/I + f/F + (m + f)/D,    and the share is c / (c + 1/sps)."""
+    measured, fitted = probe_seconds(config, fit=config.probes.fit_interval > 0, clock=clock)
+    p = config.probes
+    redraw = p.interval * math.ceil(p.refresh_interval / p.interval)  # D
+    per_step = measured / p.interval + (measured + fitted) / redraw
+    if p.fit_interval:
+        per_step += fitted / p.fit_interval
     return per_step / (per_step + 1.0 / sps)
 
 
@@ -241,23 +267,27 @@ def resolve(env: str, loss: str, assignments: list[str], *, variant: str | None 
     return configs.resolve(variant=variant, overrides=overrides, assignments=assignments)
 
 
-def timed(call, repeats: int) -> float:
+def timed(call: Callable[[], object], repeats: int, *, clock: Clock = time.perf_counter) -> float:
     """Median microseconds of one call, over `repeats` calls after two warm-up calls."""
     for _ in range(2):
         call()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         call()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return float(np.median(times)) * 1e6
 
 
-def host_breakdown(config: Config, repeats: int) -> dict[str, float]:
+def host_breakdown(
+    config: Config, repeats: int, *, clock: Clock = time.perf_counter
+) -> dict[str, float]:
     """Microseconds per agent step of each part of the training loop, each timed alone on the real
     parts of a warmed-up run: acting (one batched greedy forward over the vector envs), the env
     step and the replay add, and, once per `train_interval` steps, the replay
-    sample and the update. On a GPU the update runs on the device while the host does the rest, so
+    sample and the update: a call's median µs over num_envs for the first three (one call serves
+    every env), over train_interval for the last two (one call per train_interval agent steps).
+    On a GPU the update runs on the device while the host does the rest, so
     `host_us` (all but the update) bounds steps/s from above: `host_ceiling_sps` = 1e6 / host_us."""
     config = replace(config, probes=replace(config.probes, enabled=False))
     num_envs, a = config.env.num_envs, config.agent
@@ -271,15 +301,18 @@ def host_breakdown(config: Config, repeats: int) -> dict[str, float]:
             next_obs, rewards, terminated, truncated, _ = trainer.env.step(actions)
             batch = replay.sample(a.batch_size)
             parts = {
-                "act": timed(lambda: agent.act(obs, 0.0), repeats) / num_envs,
-                "env_step": timed(lambda: trainer.env.step(actions), repeats) / num_envs,
+                "act": timed(lambda: agent.act(obs, 0.0), repeats, clock=clock) / num_envs,
+                "env_step": timed(lambda: trainer.env.step(actions), repeats, clock=clock)
+                / num_envs,
                 "replay_add": timed(
                     lambda: replay.add(obs, actions, rewards, next_obs, terminated, truncated),
                     repeats,
+                    clock=clock,
                 )
                 / num_envs,
-                "sample": timed(lambda: replay.sample(a.batch_size), repeats) / a.train_interval,
-                "update": timed(lambda: agent.update(batch), max(repeats // 10, 3))
+                "sample": timed(lambda: replay.sample(a.batch_size), repeats, clock=clock)
+                / a.train_interval,
+                "update": timed(lambda: agent.update(batch), max(repeats // 10, 3), clock=clock)
                 / a.train_interval,
             }
         finally:
@@ -320,16 +353,18 @@ def memory_by_capacity(config: Config, capacities: list[int]) -> dict[int, float
     return result
 
 
-def probe_cost(config: Config, batches: list[int], ntk_batches: list[int]) -> dict[str, float]:
+def probe_cost(
+    config: Config, batches: list[int], ntk_batches: list[int], *, clock: Clock = time.perf_counter
+) -> dict[str, float]:
     """Seconds of one probe measurement per probe batch (NTK at the configured size), and per NTK
     batch (probe batch as configured)."""
     result = {}
     for size in batches:
         sized = replace(config, probes=replace(config.probes, batch_size=size))
-        result[f"probe_s/batch={size}"] = probe_seconds(sized, fit=False)[0]
+        result[f"probe_s/batch={size}"] = probe_seconds(sized, fit=False, clock=clock)[0]
     for size in ntk_batches:
         sized = replace(config, probes=replace(config.probes, ntk_batch=size))
-        result[f"probe_s/ntk={size}"] = probe_seconds(sized, fit=False)[0]
+        result[f"probe_s/ntk={size}"] = probe_seconds(sized, fit=False, clock=clock)[0]
     return result
 
 

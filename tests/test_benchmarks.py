@@ -3,9 +3,54 @@ timing is asserted; speed targets are reported by `python -m benchmarks`, never 
 
 from __future__ import annotations
 
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
 import configs
+import probes.schedule
+from agents import build_agent, resolve_device
+from agents.dqn import DQNAgent
 from benchmarks import figures
 from benchmarks.__main__ import table, verdict
+from envs import make_env
+from replay import ReplayBuffer, make_replay
+
+
+class WorkClock:
+    """A clock that reads the known seconds charged to the calls made so far: a figure timed on it
+    comes out of how many of which calls the timed code made, the same on any machine."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+    def charge(self, monkeypatch, owner, name: str, seconds) -> None:
+        """Each call of `owner.name`, which still runs, adds `seconds` (or `seconds(*args,
+        **kwargs)` where it is a function of the call's arguments)."""
+        real = getattr(owner, name)
+
+        def charged(*args, **kwargs):
+            self.seconds += seconds(*args, **kwargs) if callable(seconds) else seconds
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, charged)
+
+
+def counting(monkeypatch, owner, name: str) -> list:
+    """Patches `owner.name` to record each call (and still run it); returns the record."""
+    calls, real = [], getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
 
 
 def test_replay_memory_is_measured_as_resident_bytes_per_transition():
@@ -17,16 +62,27 @@ def test_replay_memory_is_measured_as_resident_bytes_per_transition():
     assert result["replay_sample_us"] > 0
 
 
-def test_loop_figures_run_on_the_training_code():
-    config = configs.resolve(preset="classic", assignments=["agent.learning_starts=200"])
-    assert figures.env_sps_raw(config, 200) > 0
-    ups = figures.learner_ups_raw({"mse": config}, updates=10, rounds=2)
-    assert set(ups) == {"mse"} and ups["mse"] > 0
-    loop = figures.paired_loop(config, steps=40, updates=4, rounds=1)
-    assert set(loop) == {"train_sps", "learner_ups", "loop_efficiency"} and loop["train_sps"] > 0
-    # One round: the efficiency is that round's steps/s over the learner's bound.
-    bound = config.agent.train_interval * loop["learner_ups"]
-    assert loop["loop_efficiency"] == loop["train_sps"] / bound
+def test_loop_figures_run_on_the_training_code(monkeypatch):
+    # MountainCar ends no episode before step 200, so every loop iteration is 4 agent steps.
+    sets = ["env.id=MountainCar-v0", "agent.learning_starts=200"]
+    config = configs.resolve(preset="classic", assignments=sets)
+    assert (config.env.num_envs, config.agent.train_interval) == (4, 2)
+    clock = WorkClock()
+    clock.charge(monkeypatch, DQNAgent, "act", 0.001)
+    clock.charge(monkeypatch, gym.vector.SyncVectorEnv, "step", 0.003)
+    clock.charge(monkeypatch, DQNAgent, "update", 0.005)
+    # A 3 ms vector step serves 4 envs (no acting in the raw figure).
+    assert figures.env_sps_raw(config, 200, clock=clock) == pytest.approx(4 / 0.003)
+    ups = figures.learner_ups_raw({"mse": config}, updates=10, rounds=2, clock=clock)
+    assert ups == {"mse": pytest.approx(200.0)}  # 5 ms an update
+    loop = figures.paired_loop(config, steps=40, updates=4, rounds=2, clock=clock)
+    assert set(loop) == {"train_sps", "learner_ups", "loop_efficiency"}
+    # Each iteration of the training loop acts once (1 ms), steps the 4 envs once (3 ms) and makes
+    # the 4 / train_interval = 2 updates owed (10 ms): 4 steps in 14 ms. The learner's bound is
+    # train_interval x 200 updates/s = 400 steps/s.
+    assert loop["train_sps"] == pytest.approx(4 / 0.014)
+    assert loop["learner_ups"] == pytest.approx(200.0)
+    assert loop["loop_efficiency"] == pytest.approx((4 / 0.014) / 400)
 
 
 def test_the_table_marks_targets_met_and_missed():
@@ -51,14 +107,23 @@ def test_the_table_marks_targets_met_and_missed():
     assert "loop_efficiency" in table(results) and ">= 0.9  ok" in table(results)
 
 
-def test_host_breakdown_adds_the_host_parts_and_bounds_steps_per_second():
+def test_host_breakdown_adds_the_host_parts_and_bounds_steps_per_second(monkeypatch):
+    # On the real clock a part is read in microseconds: a 2 ms call reads 2,000 µs or a bit more.
+    assert 2_000 <= figures.timed(lambda: time.sleep(0.002), 5) < 20_000
     config = configs.resolve(preset="classic", assignments=["agent.learning_starts=200"])
-    parts = figures.host_breakdown(config, repeats=5)
-    host = ["act", "env_step", "replay_add", "sample"]
-    assert set(parts) == {*host, "update", "host_us", "host_ceiling_sps"}
-    assert all(parts[k] > 0 for k in host + ["update"])
-    assert parts["host_us"] == sum(parts[k] for k in host)  # the update runs on the device
-    assert parts["host_ceiling_sps"] == 1e6 / parts["host_us"]
+    assert (config.env.num_envs, config.agent.train_interval) == (4, 2)
+    clock = WorkClock()  # a cost per call, each twice the last: a part timing two calls shows it
+    clock.charge(monkeypatch, DQNAgent, "act", 0.001)
+    clock.charge(monkeypatch, gym.vector.SyncVectorEnv, "step", 0.002)
+    clock.charge(monkeypatch, ReplayBuffer, "add", 0.004)
+    clock.charge(monkeypatch, ReplayBuffer, "sample", 0.008)
+    clock.charge(monkeypatch, DQNAgent, "update", 0.016)
+    parts = figures.host_breakdown(config, repeats=5, clock=clock)
+    # µs per agent step: acting, the env step and the add serve 4 envs a call; a sample and an
+    # update come once every train_interval = 2 agent steps.
+    expected = {"act": 250, "env_step": 500, "replay_add": 1000, "sample": 4000, "update": 8000}
+    expected |= {"host_us": 5750, "host_ceiling_sps": 1e6 / 5750}  # all but the update
+    assert parts == pytest.approx(expected)
 
 
 def test_loop_ceiling_counts_the_host_work_that_waits_for_the_update():
@@ -76,10 +141,68 @@ def test_replay_memory_by_capacity_is_one_frame_per_slot():
     assert 0.24 <= gb <= 0.27
 
 
-def test_probe_cost_is_timed_per_probe_batch_and_per_ntk_batch():
-    cost = figures.probe_cost(configs.resolve(preset="classic"), [16, 32], [4])
-    assert set(cost) == {"probe_s/batch=16", "probe_s/batch=32", "probe_s/ntk=4"}
-    assert all(v > 0 for v in cost.values())
+def test_probe_cost_is_timed_per_probe_batch_and_per_ntk_batch(monkeypatch):
+    config = configs.resolve(preset="classic")
+    assert (config.probes.batch_size, config.probes.ntk_batch) == (128, 32)
+    clock = WorkClock()  # a measurement costs 1 ms a state and 0.1 ms an NTK entry
+
+    def cost(_model, states, *, ntk_batch, **_):
+        return 1e-3 * len(states) + 1e-4 * ntk_batch**2
+
+    clock.charge(monkeypatch, figures, "measure", cost)
+    result = figures.probe_cost(config, [16, 32], [4], clock=clock)
+    # One measurement each (not its warm-up): 16 or 32 states with the 32-state NTK (102.4 ms),
+    # and 128 states with a 4-state NTK (1.6 ms).
+    expected = {"probe_s/batch=16": 0.1184, "probe_s/batch=32": 0.1344, "probe_s/ntk=4": 0.1296}
+    assert result == pytest.approx(expected)
+
+
+def test_probe_overhead_is_the_schedules_probe_time_over_training_time(monkeypatch):
+    sets = [
+        "probes.interval=100",
+        "probes.fit_interval=500",
+        "probes.refresh_interval=250",
+        "probes.batch_size=8",
+        "probes.ntk_batch=4",
+        "probes.fit_steps=2",
+    ]
+    config = configs.resolve(preset="classic", assignments=sets)
+    # How often the training loop's own schedule measures and fits, counted over 1,500 steps past
+    # its first batch (drawn at the first call): the network at each of 15 probe steps and 3 fit
+    # steps, and the initial network on each batch, redrawn at the first probe step 250 or more
+    # steps after the last draw: at 300, 600, ..., 1,800, so 5 in the window.
+    measured = counting(monkeypatch, probes.schedule, "measure")
+    fitted = counting(monkeypatch, probes.schedule, "probe_fit_loss")
+    env, spec, obs = make_env(config.env.id, 4, 0, config.env)
+    replay = make_replay(
+        config.replay,
+        4,
+        spec.obs_shape,
+        spec.obs_dtype,
+        frame_stack=1,
+        n_step=1,
+        gamma=0.99,
+        seed=0,
+    )
+    for _ in range(8):
+        actions = np.zeros(4, np.int64)
+        next_obs, rewards, terminated, truncated, _ = env.step(actions)
+        replay.add(obs, actions, rewards, next_obs, terminated, truncated)
+        obs = next_obs
+    env.close()
+    online = build_agent(config, spec, resolve_device("cpu")).online
+    schedule = probes.schedule.ProbeSchedule(config.probes, seed=0, initial=online)
+    for now in range(4, 1_801, 4):
+        if now - 4 == 300:
+            del measured[:], fitted[:]
+        schedule.measurements(online, replay, now - 4, now)
+    assert (len(measured), len(fitted)) == (15 + 5, 3 + 5)
+    # With 50 ms a measurement, 400 ms a fit and training at 1,000 steps/s, those 1,500 steps
+    # spend 20 x 0.05 + 8 x 0.4 = 4.2 s in probes and 1.5 s training.
+    clock = WorkClock()
+    clock.charge(monkeypatch, figures, "measure", 0.05)
+    clock.charge(monkeypatch, figures, "probe_fit_loss", 0.4)
+    assert figures.probe_overhead(config, 1_000.0, clock=clock) == pytest.approx(4.2 / 5.7)
 
 
 def test_the_convolution_kernels_that_ran_are_named_per_precision():
