@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs, workers = plan(args)
         if args.status:
             print(status_table(states(jobs, Ledger(Path(args.logdir)).last_exit(), returns=True)))
-            print("\n".join(aside_lines(Path(args.logdir), {job.name for job in jobs})))
+            for line in aside_lines(Path(args.logdir), {job.name for job in jobs}):
+                print(line)
             return 0
         if args.dry_run:
             found = states(jobs, Ledger(Path(args.logdir)).last_exit())

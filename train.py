@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -165,6 +166,7 @@ class Trainer:
         # Updates owed for steps already taken (fractional with several envs), kept across resumes.
         self.updates_owed = float(checkpoint.get("updates_owed", 0.0)) if checkpoint else 0.0
         self.metrics: dict[str, torch.Tensor] = {}
+        self.update_states: torch.Tensor | None = None
         self.last_score: float | None = None
         self.stop_signal: int | None = None
         self.saved_step, self.saved_path = None, None
@@ -287,6 +289,7 @@ class Trainer:
         while self.updates_owed >= 1.0:
             batch = self.replay.sample(a.batch_size)
             self.metrics = self.agent.update(batch)
+            self.update_states = batch.obs  # the probes' second set (UPDATE_BATCH) reads them
             touched = self.interventions.after_update(self.agent.updates, batch.obs)
             if touched:
                 events.append(touched)
@@ -322,7 +325,9 @@ class Trainer:
         """Once learning starts: the probe batch and its baseline when one is drawn, then the
         probes due (ProbeSchedule.measurements)."""
         if now >= self.config.agent.learning_starts:
-            logs = self.probes.measurements(self.agent.online, self.replay, before, now)
+            logs = self.probes.measurements(
+                self.agent.online, self.replay, before, now, update_batch=self.update_states
+            )
             for prefix, step, figures in logs:
                 self.logger.scalars(prefix, figures, step)
 
@@ -436,11 +441,12 @@ def cli_overrides(args: argparse.Namespace) -> dict:
     return configs.load.unflatten({k: v for k, v in flags.items() if v is not None})
 
 
-def new_run(args: argparse.Namespace) -> tuple[Config, Path, dict | None, int]:
-    """The config the flags give, its run directory, the checkpoint to resume (None for a new
-    run) and the directory's lock (agents.rundir.hold). A `--run-name` directory that holds
-    checkpoints is resumed (a requeued job reruns the same command) if the flags agree; one that
-    holds none is set aside, kept, and the run starts again under its name."""
+def new_run(args: argparse.Namespace, owned: ExitStack) -> tuple[Config, Path, dict | None]:
+    """The config the flags give, its run directory and the checkpoint to resume (None for a
+    new run); the directory's lock (agents.rundir.hold) is held until `owned` closes. A
+    `--run-name` directory that holds checkpoints is resumed (a requeued job reruns the same
+    command) if the flags agree; one that holds none has what it holds set aside, kept, and the
+    run starts again under its name."""
     config = configs.resolve(
         preset=args.preset,
         config_file=args.config,
@@ -454,16 +460,16 @@ def new_run(args: argparse.Namespace) -> tuple[Config, Path, dict | None, int]:
     default = f"{name}__{config.variant}__s{config.train.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
     if args.run_name:
         run_dir = Path(args.logdir) / args.run_name
-        lock = hold(run_dir, create=True)
+        owned.callback(os.close, hold(run_dir, create=True))
         if list_checkpoints(run_dir):
             _, checkpoint = load_latest(run_dir, on_skip=warn_skipped)
-            check_same_run(config, configs.from_dict(checkpoint["config"]), run_dir)
+            saved = configs.from_dict(checkpoint["config"])
+            check_same_run(config, saved, run_dir)
+            check_budget(config, saved, int(checkpoint["step"]), run_dir)
             write_config(run_dir, configs.to_dict(config))  # this launch's budget
-            return config, run_dir, checkpoint, lock
+            return config, run_dir, checkpoint
         if holds_anything(run_dir):
             aside = set_aside(run_dir)
-            kept, lock = lock, hold(run_dir, create=True)  # the new directory's lock
-            os.close(kept)
             print(
                 f"{run_dir} held no checkpoint: the run starts again from step 0, and what the "
                 f"earlier attempt wrote is kept in {aside}.",
@@ -471,9 +477,20 @@ def new_run(args: argparse.Namespace) -> tuple[Config, Path, dict | None, int]:
             )
     else:
         run_dir = make_run_dir(Path(args.logdir) / default)
-        lock = hold(run_dir)
+        owned.callback(os.close, hold(run_dir))
     write_config(run_dir, configs.to_dict(config))
-    return config, run_dir, None, lock
+    return config, run_dir, None
+
+
+def check_budget(config: Config, saved: Config, step: int, run_dir: Path) -> None:
+    """Refuse a new budget below the step the run has reached: config.yaml would then call a run
+    finished at a budget it went past, and the report would group it with runs of that budget."""
+    total = config.train.total_steps
+    if total < step and total != saved.train.total_steps:
+        raise UserError(
+            f"--total-steps {total:,} is below the step {run_dir} has reached ({step:,}); give "
+            f"at least {step:,}, or keep its budget of {saved.train.total_steps:,}."
+        )
 
 
 def make_run_dir(run_dir: Path) -> Path:
@@ -502,9 +519,9 @@ def check_same_run(config: Config, saved: Config, run_dir: Path) -> None:
         )
 
 
-def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict, int]:
-    """The run's saved config (with a new --total-steps or --device if given), its checkpoint and
-    the directory's lock."""
+def resumed_run(args: argparse.Namespace, owned: ExitStack) -> tuple[Config, Path, dict]:
+    """The run's saved config (with a new --total-steps or --device if given) and its checkpoint;
+    the directory's lock is held until `owned` closes."""
     fixed = [
         f"--{k.replace('_', '-')}"
         for k in ("env", "variant", "seed", "preset", "config", "run_name")
@@ -522,16 +539,17 @@ def resumed_run(args: argparse.Namespace) -> tuple[Config, Path, dict, int]:
         )
     if not run_dir.is_dir():
         raise UserError(f"Checkpoint or run directory {run_dir} does not exist.")
-    lock = hold(run_dir)
+    owned.callback(os.close, hold(run_dir))
     _, checkpoint = load_latest(run_dir, on_skip=warn_skipped)
-    config = configs.from_dict(checkpoint["config"])
+    saved = configs.from_dict(checkpoint["config"])
     changes = {"total_steps": args.total_steps, "device": args.device}
-    train = replace(config.train, **{k: v for k, v in changes.items() if v is not None})
-    config = replace(config, train=train)
+    train = replace(saved.train, **{k: v for k, v in changes.items() if v is not None})
+    config = replace(saved, train=train)
     configs.load.check_values(config)
+    check_budget(config, saved, int(checkpoint["step"]), run_dir)
     resolve_device(config.train.device)
     write_config(run_dir, configs.to_dict(config))
-    return config, run_dir, checkpoint, lock
+    return config, run_dir, checkpoint
 
 
 def warn_emulated_bf16(config: Config) -> None:
@@ -577,8 +595,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_grid:
             print("\n".join(configs.grid_variants(args.list_grid)))
             return 0
-        config, run_dir, checkpoint, lock = resumed_run(args) if args.resume else new_run(args)
-        try:
+        with ExitStack() as owned:  # the run directory's lock, released on every way out
+            launch = resumed_run if args.resume else new_run
+            config, run_dir, checkpoint = launch(args, owned)
             if checkpoint is not None:
                 print(f"resuming {run_dir} at step {checkpoint['step']:,}", file=sys.stderr)
             warn_emulated_bf16(config)
@@ -590,8 +609,6 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.rmtree(run_dir, ignore_errors=True)
                 raise
             return trainer.run()
-        finally:
-            os.close(lock)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -40,8 +40,9 @@ def hold(run_dir: Path, *, create: bool = False, wait_s: float = LOCK_WAIT_S) ->
     directory if there is none) for the rest of this process: the fd is returned and kept
     open, and the kernel drops the lock when the process exits, however it exits. A launch
     that finds it held says once who holds it and waits, so a retried Ray task resumes only
-    after the first attempt has written its final checkpoint. If the holder set the directory
-    aside meanwhile, the lock of the new directory under the same name is taken instead."""
+    after the first attempt has written its final checkpoint. If the holder removed the
+    directory meanwhile (a launch that failed before training), the lock of the new one under
+    the same name is taken instead."""
     deadline, said = time.monotonic() + wait_s, False
     while True:
         path = run_dir / LOCK
@@ -49,6 +50,10 @@ def hold(run_dir: Path, *, create: bool = False, wait_s: float = LOCK_WAIT_S) ->
             if create:
                 run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        except FileNotFoundError:
+            if not create:
+                raise UserError(f"Run directory {run_dir} does not exist.") from None
+            continue  # removed between mkdir and open by a launch that failed: make it again
         except OSError as error:
             raise UserError(f"Cannot create the run lock {path}: {error.strerror}.") from None
         try:
@@ -64,13 +69,19 @@ def hold(run_dir: Path, *, create: bool = False, wait_s: float = LOCK_WAIT_S) ->
             if not said:
                 print(f"waiting for {holder}, which is writing {run_dir}", file=sys.stderr)
                 said = True
-            time.sleep(POLL_S)
+            try:
+                time.sleep(POLL_S)
+            except KeyboardInterrupt:
+                raise UserError(
+                    f"interrupted while waiting for {holder}, which is writing {run_dir}; "
+                    "nothing was started."
+                ) from None
             continue
         if still_named(path, fd):
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
             return fd
-        os.close(fd)  # the directory was set aside while we waited: lock the new one
+        os.close(fd)  # removed while we waited (a launch that failed): lock the new one
 
 
 def still_named(path: Path, fd: int) -> bool:
@@ -87,15 +98,24 @@ def holds_anything(run_dir: Path) -> bool:
 
 
 def set_aside(run_dir: Path) -> Path:
-    """Move a run directory that holds no checkpoint (a run that diverged, failed or was killed
-    before its first one) to LOGDIR/.sweep/aside/<name>-<k>, so that the run can start again
-    under its name and nothing the attempt wrote (events, best.pt, its config) is lost."""
+    """Move what a run directory holds, but its lock, to LOGDIR/.sweep/aside/<name>-<k>, so that
+    the run can start again under its name and nothing the earlier attempt wrote (events,
+    best.pt, its config) is lost. For a directory that holds no checkpoint (a run that diverged,
+    failed or was killed before its first one); the caller holds its lock, which stays in place
+    (the directory never leaves its path, so no other launch can take the name meanwhile)."""
     folder = run_dir.parent / ASIDE
     folder.mkdir(parents=True, exist_ok=True)
     index = 1 + sum(1 for p in folder.glob(f"{run_dir.name}-*") if p.is_dir())
-    while (target := folder / f"{run_dir.name}-{index}").exists():
-        index += 1
-    run_dir.rename(target)
+    while True:
+        target = folder / f"{run_dir.name}-{index}"
+        try:
+            target.mkdir()
+            break
+        except FileExistsError:
+            index += 1
+    for entry in run_dir.iterdir():
+        if entry.name != LOCK:
+            entry.rename(target / entry.name)
     return target
 
 

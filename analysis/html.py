@@ -60,8 +60,9 @@ HOW = (
     "raw scores are never pooled across games, since each game has a scale of its own and an "
     "aggregate over them would mostly measure the highest-scoring game. A row is one variant "
     "under one setting: runs whose configs differ in anything but the seed, where and how fast "
-    "they ran (device, threads, pinned memory), how often they wrote checkpoints and logs, and "
-    "the probes' keys (probes only observe) are separate rows, however they came to differ "
+    "they ran (device, threads, pinned memory, memory layout, torch.compile), how often they "
+    "wrote checkpoints and logs, and the probes' and evaluation phases' keys (they only "
+    "observe) are separate rows, however they came to differ "
     "(another budget, preset or --set); a row is named by the preset nearest its config and "
     "the keys that differ from it."
 )

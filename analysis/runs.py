@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.rundir import ASIDE, newest_step
 from analysis.settings import Setting, setting_of
+from configs import scalars
 from configs.errors import UserError
+from configs.load import YAML_ERRORS
 from envs import human_normalized, resolve_env_id
 
 RETURN_TAG = "charts/episodic_return"
@@ -262,8 +263,8 @@ def read_run(path: Path) -> Run:
 
 def read_config(path: Path) -> dict:
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError) as error:
+        config = scalars.read((path / "config.yaml").read_text())  # as train.py reads YAML
+    except (OSError, *YAML_ERRORS) as error:
         reason = str(error).splitlines()[0]
         raise UserError(f"Cannot read {path / 'config.yaml'}: {reason}") from None
     if not isinstance(config, dict):

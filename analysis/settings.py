@@ -17,16 +17,20 @@ NOT_A_SETTING = (
     "train.device",
     "train.threads",
     "train.pin_memory",
+    "train.channels_last",
+    "train.compile",
     "train.checkpoint_interval",
     "train.keep_checkpoints",
     "train.log_interval",
 )
 """Keys that do not change the experiment: the game (grouped on its own), the seed (the sample),
-where and how fast it runs (configs.load.RESUMABLE_KEYS but the budget, and page-locked copies),
-and how often it writes checkpoints and logs. The budget, train.total_steps, is a setting."""
-OBSERVERS = ("probes.",)
+where and how fast it runs (configs.load.RESUMABLE_KEYS but the budget, page-locked copies, the
+memory layout of convolutions and torch.compile, which change float rounding only), and how
+often it writes checkpoints and logs. The budget, train.total_steps, is a setting."""
+OBSERVERS = ("probes.", "eval.")
 """Sections that only observe: the probes draw from their own generator and restore the global
-RNG (probes/schedule.py, probes/fit.py), so they never change what the agent trains on."""
+RNG (probes/schedule.py, probes/fit.py), and evaluation phases play their own envs with their
+own generator (agents/evaluation.py), so neither changes what the agent trains on."""
 
 
 @dataclass(frozen=True)

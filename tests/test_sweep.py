@@ -300,8 +300,8 @@ def test_a_resumed_run_gets_the_thread_share_of_this_launch(local_sweep, tmp_pat
 
 def test_a_ray_task_forwards_every_cancel_to_its_run_and_returns_its_exit(tmp_path):
     """The task body under two cancels (KeyboardInterrupt, as ray.cancel delivers them) 0.3 s
-    apart, past Popen.wait's own 0.25 s grace: both reach train.py as SIGTERM and the task
-    returns the run's exit status (before, the second escaped the task, the run unwaited for)."""
+    apart, past Popen.wait's own 0.25 s grace: the task forwards them and returns the run's exit
+    status after its checkpoint (before, the second escaped the task, the run unwaited for)."""
     import threading
 
     from sweeps.ray_backend import execute
@@ -366,7 +366,7 @@ def test_a_killed_ray_worker_is_retried_by_one_writer_that_resumes_its_final_che
                      seeds="1")  # fmt: skip
     sweeping = launcher(*args)
     wait_for(lambda: list_checkpoints(logdir / name), "the run's first checkpoint", sweeping)
-    (first,) = python_processes(f"--run-name\0{name}")
+    (first,) = python_processes(f"--logdir\0{logdir}\0--run-name\0{name}")
     os.kill(parent_of(first), signal.SIGKILL)
     wait_for(lambda: not Path(f"/proc/{first}").exists(), "the first train.py to end", sweeping)
     assert sweeping.wait(timeout=300) == 0, sweeping.stderr.read()

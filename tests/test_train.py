@@ -75,6 +75,11 @@ def test_a_smoke_run_writes_returns_losses_and_probes(pong_run):
         "target_magnitude",
     ]:
         assert f"plasticity/{key}" in tags, key
+    # The second set, on the latest update's states, at every probe after step 0.
+    fixed = [e.step for e in tags["plasticity/dormant_fraction"]]
+    current = tags["plasticity_update_batch/dormant_fraction"]
+    assert [e.step for e in current] == [s for s in fixed if s > 0]
+    assert all(0 <= e.value <= 1 for e in current)
 
 
 def test_probes_are_measured_at_step_0_on_the_network_as_initialised(pong_run, tmp_path):
@@ -212,9 +217,17 @@ def test_rerunning_a_named_run_resumes_it_and_refuses_other_flags(tmp_path):
     # config.yaml holds the budget of the latest launch: the report reads it as the run's.
     config = yaml.safe_load((tmp_path / "job7" / "config.yaml").read_text())
     assert config["train"]["total_steps"] == 800
-    result = run_cli("train.py", *job(1200, "--variant", "ln"), timeout=60)
-    assert result.returncode == 2
-    assert "differs from these flags in variant, network.layer_norm" in result.stderr
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert train.main(job(1200, "--variant", "ln")) == 2
+        assert train.main(job(600)) == 2  # a budget below the step reached (800) is refused
+    assert "differs from these flags in variant, network.layer_norm" in err.getvalue()
+    assert "--total-steps 600 is below the step" in err.getvalue() and "(800)" in err.getvalue()
+    assert config == yaml.safe_load((tmp_path / "job7" / "config.yaml").read_text())
+    # A refused launch let go of the run's lock: the same process resumes it at once.
+    with contextlib.redirect_stderr(err):
+        assert train.main(job(1200)) == 0
+    assert "waiting for" not in err.getvalue()
 
 
 def test_evaluate_scores_the_checkpoint(pong_run, tmp_path):
