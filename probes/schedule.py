@@ -17,6 +17,25 @@ BASELINE = "plasticity_baseline/"
 """Tag prefix of the initial network's figures on each probe batch, logged at the step the batch
 is first used: a probe's change is read against the baseline of the batch it was measured on."""
 
+UPDATE_BATCH = "plasticity_update_batch/"
+"""Tag prefix of the second, clearly separate probe set: the same unit and feature figures measured
+on the states of the latest update's batch (what the network is trained on now, with the
+duplicates uniform replay sampling gives), as ReDo scores dormancy (Sokar et al. 2023) and
+Plasticine measures its metrics on the current batch. It tracks the data as well as the network,
+so it is not comparable over time the way the fixed batch's `plasticity/` figures are."""
+UPDATE_BATCH_KEYS = (
+    "dormant_fraction",
+    "dead_fraction",
+    "redo_dormant_fraction",
+    "linearized_fraction",
+    "preact_mean",
+    "preact_std",
+    "feature_norm",
+    "feature_rank",
+    "effective_rank",
+)
+"""Whole-network figures that depend on the states (not param_norm) and need no NTK."""
+
 DRAW_ROUNDS = 8
 """Uniform draws of twice the batch that `distinct_states` makes before it settles for fewer."""
 
@@ -78,12 +97,19 @@ class ProbeSchedule:
         self.drawn_at = 0
 
     def measurements(
-        self, model: nn.Module, replay: ReplayBuffer, before: int, now: int
+        self,
+        model: nn.Module,
+        replay: ReplayBuffer,
+        before: int,
+        now: int,
+        *,
+        update_batch: Tensor | None = None,
     ) -> list[tuple[str, int, dict[str, float]]]:
         """(tag prefix, step, figures) to log for the steps (before, now]: when a batch is drawn,
-        the initial network's figures on it first, then `model`'s probes if due. The training
-        loop calls this from agent.learning_starts on (also while a resumed run refills its
-        replay buffer: the saved batch needs none)."""
+        the initial network's figures on it first, then `model`'s probes if due, and then, when
+        the latest update's observations `update_batch` are given, the `UPDATE_BATCH` set on
+        them. The training loop calls this from agent.learning_starts on (also while a resumed
+        run refills its replay buffer: the saved batch needs none)."""
         c = self.config
         due, fit_due = crossed(c.interval, before, now), crossed(c.fit_interval, before, now)
         first = self.batch is None
@@ -98,7 +124,19 @@ class ProbeSchedule:
             logs.append((BASELINE, 0 if first else now, baseline))
         if due or fit_due:
             logs.append(("plasticity/", now, self.figures(model, probes=due, fit=fit_due)))
+        if due and update_batch is not None:
+            logs.append((UPDATE_BATCH, now, self.on_update_batch(model, update_batch)))
         return logs
+
+    def on_update_batch(self, model: nn.Module, states: Tensor) -> dict[str, float]:
+        """The `UPDATE_BATCH_KEYS` figures of `model` on an update's states (no NTK: the
+        fixed batch carries it)."""
+        device = next(model.parameters()).device
+        c = self.config
+        figures = measure(
+            model, states.to(device), tau=c.dormant_tau, redo_tau=self.redo_tau, ntk_batch=0
+        )
+        return {k: figures[k] for k in UPDATE_BATCH_KEYS if k in figures}
 
     def draw(self, replay: ReplayBuffer, now: int, *, device: torch.device) -> dict[str, float]:
         """A new probe batch of distinct states, and the initial network's figures on it."""

@@ -10,7 +10,7 @@ import torch
 import probes
 from configs import resolve
 from networks import build_network
-from probes.schedule import BASELINE, ProbeSchedule, distinct_states
+from probes.schedule import BASELINE, UPDATE_BATCH, ProbeSchedule, distinct_states
 from replay import ReplayBuffer
 
 
@@ -99,3 +99,28 @@ def test_a_restored_schedule_measures_the_same_states_and_draws_the_same_next_on
     )
     later = [s.measurements(net, replay, 399, 400)[0][2] for s in (sched, restored)]
     assert torch.equal(restored.batch, sched.batch) and later[0] == later[1]
+
+
+def test_the_update_batch_set_measures_the_updates_states_under_its_own_prefix() -> None:
+    """Two ReLU units reading x0 and x1: on the probe batch (every x > 0) neither is dormant; on
+    an update's batch with x0 <= 0 unit 0 outputs 0 (ReDo score 0) and unit 1 does not, so
+    dormant_fraction is 0 on `plasticity/` and 1/2 on `plasticity_update_batch/`."""
+    config = resolve(preset="classic", assignments=[
+        "probes.interval=100", "probes.fit_interval=0", "probes.batch_size=8",
+        "probes.ntk_batch=0"])  # fmt: skip
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(2))
+        net[0].bias.zero_()
+    buffer = ReplayBuffer(100, 1, (2,), np.float32, frame_stack=1, n_step=1, gamma=0.99, seed=0)
+    for t in range(20):
+        obs = np.array([[1.0 + t, 2.0 + t]], np.float32)
+        buffer.add(obs, [0], [0.0], obs, [False], [False])
+    update = torch.tensor([[-1.0, 1.0], [-2.0, 3.0], [0.0, 2.0]])
+    sched = ProbeSchedule(config.probes, seed=1, initial=net)
+    logs = sched.measurements(net, buffer, 99, 100, update_batch=update)
+    figures = {prefix: values for prefix, step, values in logs if step == 100}
+    assert figures["plasticity/"]["dormant_fraction"] == 0.0
+    assert figures[UPDATE_BATCH]["dormant_fraction"] == 0.5
+    assert "param_norm" not in figures[UPDATE_BATCH]  # the states' figures only
+    assert [p for p, _, _ in sched.measurements(net, buffer, 150, 160, update_batch=update)] == []
