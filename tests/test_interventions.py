@@ -15,7 +15,7 @@ from torch import nn
 
 import configs
 import train
-from agents import agent_from_checkpoint, build_agent, find_checkpoint, load_checkpoint
+from agents import build_agent, build_interventions, find_checkpoint, load_checkpoint
 from configs import UserError, resolve
 from envs import EnvSpec
 from interventions import InjectedHead, Interventions
@@ -250,38 +250,157 @@ def test_options_combine_and_inject_with_noisy_layers_is_refused():
     assert configs.grid_variants("interventions")[:2] == ["dqn", "ln+wd"]
 
 
-def scalars(run_dir) -> dict[str, list]:
+def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in events.Tags()["scalars"]}
+
+
+# The CReLU Nature CNN on Breakout's 4 actions: the widths 32, 64, 64, 512 over √2 round to 23, 45,
+# 45 and 362 (crelu.yaml), and each layer reads twice the units before it, [relu(z), relu(−z)].
+CRELU_SHAPES = {
+    "torso.conv1.weight": (23, 4, 8, 8),
+    "torso.conv2.weight": (45, 46, 4, 4),
+    "torso.conv3.weight": (45, 90, 3, 3),
+    "torso.fc.weight": (362, 90 * 7 * 7),
+}
+CRELU_TORSO = sum(math.prod(s) + s[0] for s in CRELU_SHAPES.values())  # weights and biases
+CRELU_NORMS = [(23, 20, 20), (45, 9, 9), (45, 7, 7), (362,)]  # ln, over maps 84 → 20 → 9 → 7
+CRELU_UNITS = 23 + 45 + 45 + 362
+
+
+def at_updates(*updates: int) -> list[int]:
+    """The steps at which the events of these updates are logged. Smoke preset: 2 envs and an
+    update every 4 steps from step 100, so update u runs in the iteration that starts at step
+    102 + 4(u − 1) and is logged at the step after it, 4u + 100."""
+    return [4 * u + 100 for u in updates]
+
+
+def assert_events(logged: dict, *, ln: bool, outputs: int) -> None:
+    """Each intervention fired on its schedule, over 40 updates and 10 more after the resume, and
+    touched what it exists to: ReDo some hidden units; shrink-and-perturb every trainable
+    parameter (after injection the torso and the new head: as many as before); injection and the
+    head reset the new head's parameters; regen's distance ||θ − θ⁰||² is positive."""
+    names = ["redo", "shrink_perturb", "reset_head", "inject", "regen"]
+    steps = {name: [s for s, _ in logged[f"interventions/{name}"]] for name in names}
+    assert steps == {
+        "redo": at_updates(25, 50),
+        "shrink_perturb": at_updates(10, 20, 30, 40, 50),
+        "reset_head": at_updates(40),
+        "inject": at_updates(30),  # once, not again on resume
+        "regen": [200, 300],  # logged with the losses, every 100 steps
+    }
+    values = {name: [v for _, v in logged[f"interventions/{name}"]] for name in names}
+    head = outputs * (724 + 1)  # weights and biases
+    norms = 2 * sum(map(math.prod, CRELU_NORMS)) if ln else 0  # gains and offsets
+    assert all(0 < v <= CRELU_UNITS for v in values["redo"]), values["redo"]
+    assert values["shrink_perturb"] == [CRELU_TORSO + norms + head] * 5
+    assert values["inject"] == values["reset_head"] == [head]
+    assert all(v > 0 for v in values["regen"])
+
+
+def assert_crelu_and_layer_norms(online: nn.Module, state: dict, *, ln: bool) -> None:
+    """crelu: a CReLU after every hidden layer, at the widths above; ln: a LayerNorm before each."""
+    assert {name: tuple(state[name].shape) for name in CRELU_SHAPES} == CRELU_SHAPES
+    crelus = [name for name, m in online.named_modules() if isinstance(m, CReLU)]
+    assert crelus == [f"torso.crelu_{layer}" for layer in ("conv1", "conv2", "conv3", "fc")]
+    norms = [tuple(m.normalized_shape) for m in online.modules() if isinstance(m, nn.LayerNorm)]
+    assert norms == (CRELU_NORMS if ln else [])
+
+
+def assert_injected(agent, saved: dict, *, wd: bool) -> None:
+    """inject: the old head and a copy of the new one frozen, in both networks; of the head only
+    the new one learns, each parameter in a group like its old one's (AdamW: decay on the weight).
+    reset_head, 10 updates after injection: the new head was drawn afresh, far from its copy
+    frozen at injection; the 20 updates since could move it by 20 · 3.2 · lr = 0.004 at most."""
+    online = agent.online
+    assert isinstance(online.head, InjectedHead) and isinstance(agent.target.head, InjectedHead)
+    for network in ("online", "target"):
+        heads = {".".join(name.split(".")[:2]) for name in saved[network] if name[:5] == "head."}
+        assert heads == {"head.frozen", "head.fresh", "head.fresh_frozen"}, network
+    learning = {name: p for name, p in online.named_parameters() if p.requires_grad}
+    assert {name for name in learning if name.startswith("head.")} == {
+        "head.fresh.out.weight",
+        "head.fresh.out.bias",
+    }
+    decay = {id(p): g["weight_decay"] for g in agent.optimizer.param_groups for p in g["params"]}
+    new_head = [decay[id(learning[f"head.fresh.out.{leaf}"])] for leaf in ("weight", "bias")]
+    assert new_head == ([0.01, 0.0] if wd else [0, 0])
+    state = saved["online"]
+    fresh, at_injection = state["head.fresh.out.weight"], state["head.fresh_frozen.out.weight"]
+    assert (fresh - at_injection).abs().median() > 0.02
+
+
+def assert_last_update(state: dict, recycled: float, *, outputs: int) -> None:
+    """After update 50, the run's last, ReDo zeroed the outgoing weights of the fc units it
+    recycled, 2 columns per CReLU unit, in every head: the frozen copy keeps those zeros. In the
+    learning head shrink-and-perturb, right after, made them 0.999999 · 0 + 1e-6 · θ_fresh:
+    nonzero, and at most 1e-6 times the head's xavier_uniform bound √(6 / (724 + outputs))."""
+    columns = (state["head.fresh_frozen.out.weight"] == 0).all(0)
+    assert 0 < columns.sum() <= 2 * recycled
+    perturbed = state["head.fresh.out.weight"][:, columns]
+    bound = 1e-6 * math.sqrt(6 / (724 + outputs)) * (1 + 1e-6)
+    assert (perturbed != 0).all() and (perturbed.abs() <= bound).all()
+
+
+def assert_regen(agent, checkpoint: dict) -> None:
+    """regen: θ⁰ is the network as initialised (kept by the run for the probes) and the new head
+    as injected (its frozen copy, but for the columns ReDo zeroed since: the outgoing weights of
+    units it recycled), for the weights only; the loss adds 1e-5 · ||θ − θ⁰||², whose gradient
+    alone (a zero TD loss) is 2e-5 · (θ − θ⁰) on the weights and 0 elsewhere."""
+    online, anchors = agent.online, checkpoint["agent"]["anchors"]
+    learning = {name: p for name, p in online.named_parameters() if p.requires_grad}
+    layers = nn.Linear | nn.Conv2d
+    weights = {f"{n}.weight" for n, m in online.named_modules() if isinstance(m, layers)}
+    assert set(anchors) == weights & set(learning)
+    initial = checkpoint["probes"]["initial"]
+    assert all(torch.equal(anchors[n], initial[n]) for n in anchors if n.startswith("torso."))
+    at_injection = checkpoint["agent"]["online"]["head.fresh_frozen.out.weight"]
+    kept = (at_injection != 0).any(0)
+    assert kept.sum() > 0.9 * 724
+    assert torch.equal(anchors["head.fresh.out.weight"][:, kept], at_injection[:, kept])
+    before = {name: p.detach().clone() for name, p in learning.items()}
+    agent.optimise(sum(p.sum() for p in learning.values()) * 0.0)
+    for name, p in learning.items():
+        expected = 2e-5 * (before[name] - anchors[name]) if name in anchors else 0 * p
+        assert torch.allclose(p.grad, expected, rtol=1e-5, atol=0), name
 
 
 @pytest.mark.parametrize("base", ["", "ln+wd+hl_gauss+"])
 def test_every_option_trains_on_breakout_logs_its_events_and_resumes_past_injection(base, tmp_path):
+    """Every intervention, with and without ln+wd+hl_gauss, changed what it exists to change,
+    read back from the run's events and its checkpoint after a resume past the injection."""
     variant = base + "+".join(OPTIONS)
     argv = ["--env", "Breakout", "--preset", "smoke", "--logdir", str(tmp_path), "--run-name",
-            "run", "--variant", variant, "--total-steps", "300",
+            "run", "--variant", variant, "--total-steps", "260",
             "--set", "agent.learning_starts=100", "--set", "probes.interval=300",
-            "--set", "interventions.redo.interval=20", "--set", "interventions.inject.at=30",
+            "--set", "probes.ntk_batch=8", "--set", "probes.fit_steps=10",
+            "--set", "replay.save_contents=true", "--set", "replay.capacity=400",
+            "--set", "interventions.redo.interval=25", "--set", "interventions.inject.at=30",
             "--set", "interventions.reset_head.interval=40",
             "--set", "interventions.shrink_perturb.interval=10"]  # fmt: skip
     with contextlib.redirect_stderr(io.StringIO()):
         assert train.main(argv) == 0
-        argv[argv.index("300")] = "340"  # resumes the named run past the injection
+        argv[argv.index("260")] = "300"  # resumes the named run, and its replay, past injection
         assert train.main(argv) == 0
-    tags = scalars(tmp_path / "run")
-    for name in ["redo", "shrink_perturb", "reset_head", "regen"]:
-        assert tags[f"interventions/{name}"], name
-    assert len(tags["interventions/inject"]) == 1  # once, not again on resume
-    assert "plasticity/dormant_fraction/torso.crelu_fc" in tags
+    logged = scalars(tmp_path / "run")
+    ln, outputs = base.startswith("ln"), 4 * 51 if "hl_gauss" in base else 4  # 4 actions (x 51)
+    assert_events(logged, ln=ln, outputs=outputs)
+    assert "plasticity/dormant_fraction/torso.crelu_fc" in logged
+    # The resumed run probed its restored, injected network at step 300.
+    assert [s for s, v in logged["plasticity/ntk_rank"] if v >= 1] == [0, 300]
     checkpoint = load_checkpoint(find_checkpoint(tmp_path / "run"))
-    assert checkpoint["step"] >= 340
+    assert (checkpoint["step"], checkpoint["agent"]["updates"]) == (300, 50)
     config = configs.from_dict(checkpoint["config"])
     spec = EnvSpec("breakout", True, (4, 84, 84), np.dtype("uint8"), 4, 4)
-    agent = agent_from_checkpoint(checkpoint, config, spec, device=torch.device("cpu"))
-    assert isinstance(agent.online.head, InjectedHead)
-    frames = torch.randint(0, 255, (3, 4, 84, 84), dtype=torch.uint8)
-    assert measure(agent.online, frames, ntk_batch=2)["ntk_rank"] >= 1
+    agent = build_agent(config, spec, torch.device("cpu"))
+    build_interventions(agent, config).restore(checkpoint["agent"]["online"])
+    agent.load_state_dict(checkpoint["agent"])
+    state = checkpoint["agent"]["online"]
+    assert_crelu_and_layer_norms(agent.online, state, ln=ln)
+    assert_injected(agent, checkpoint["agent"], wd=ln)
+    assert_last_update(state, logged["interventions/redo"][-1][1], outputs=outputs)
+    assert_regen(agent, checkpoint)  # last: it steps the optimiser
 
 
 def test_a_regen_checkpoint_saved_before_anchors_had_names_resumes_with_its_anchors():

@@ -12,10 +12,24 @@ import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_train import (
+    Options,
+    assert_dueling,
+    assert_l2_penalty,
+    assert_layer_norms,
+    assert_noisy,
+    assert_replay,
+    assert_td_rule,
+    assert_value_head,
+    assert_weight_decay,
+    rebuild,
+    stored_rewards,
+)
 
 import train
+from agents import find_checkpoint, load_checkpoint
 from configs import UserError, resolve
-from envs import make_env, resolve_env_id
+from envs import EnvSpec, make_env, resolve_env_id
 from envs.minatar import game_at
 from evaluate import evaluate
 from evaluate import main as evaluate_main
@@ -153,16 +167,37 @@ def run(logdir: Path, *flags: str, sets: tuple[str, ...] = ()) -> Path:
 
 SHORT = ("agent.learning_starts=100", "train.log_interval=100", "eval.interval=0")
 PROBES = ("probes.interval=300", "probes.ntk_batch=8", "probes.fit_steps=10")
+SPEC = EnvSpec("minatar_breakout", False, (4, 10, 10), np.dtype("uint8"), 6, 1)
 
 
 @pytest.mark.parametrize(
     "variant", ["rainbow+ln+wd", "hl_gauss+l2", "two_hot+hyperbolic+no_clip", "mse"]
 )
 def test_every_option_trains_on_minatar_with_the_probes(variant: str, tmp_path: Path) -> None:
-    run_dir = run(tmp_path, "--variant", variant, "--total-steps", "400", sets=SHORT + PROBES)
+    """Each option changed what it exists to change on the MinAtar network, read back from the run
+    with test_train.py's checks. The preset learns raw rewards already (minatar.yaml), so no_clip
+    changes nothing here: Breakout's bricks pay 1, stored as 1 either way."""
+    sets = SHORT + PROBES + ("replay.save_contents=true", "replay.capacity=400")
+    run_dir = run(tmp_path, "--variant", variant, "--total-steps", "300", sets=sets)
     logged = scalars(run_dir)
     assert [s for s, _ in logged["plasticity/dormant_fraction"]] == [0, 300]
     assert np.isfinite(logged["losses/td_loss"][-1][1])
+    options = Options.of(variant, preset_loss="huber")  # minatar.yaml: dqn.py's smooth_l1_loss
+    checkpoint = load_checkpoint(find_checkpoint(run_dir))
+    agent, states = rebuild(checkpoint, SPEC), checkpoint["probes"]["batch"][:32]
+    # ln: the conv 3x3 makes 16 maps of 8x8 from 10x10, then the 128-unit layer.
+    assert_layer_norms(agent.online, [(16, 8, 8), (128,)] if "ln" in options else [])
+    assert_value_head(checkpoint["agent"]["online"], options, actions=6)
+    if "dueling" in options:
+        assert_dueling(agent.online, states)
+    epsilons = [v for _, v in logged["charts/epsilon"]]
+    assert_noisy(agent.online, states, options, sigma0=0.1, epsilons=epsilons)  # rainbow's σ₀
+    assert_replay(checkpoint["replay"], options)
+    assert not checkpoint["config"]["env"]["clip_rewards"]
+    assert stored_rewards(checkpoint["replay"]) == {0.0, 1.0}
+    assert_td_rule(agent, states, options)
+    assert_l2_penalty(agent, 1e-5 if "l2" in options else 0.0)
+    assert_weight_decay(agent, 0.01 if "wd" in options else 0.0)
 
 
 def test_continual_run_logs_returns_per_game_and_evaluates_the_game_of_its_step(

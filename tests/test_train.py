@@ -13,18 +13,25 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from conftest import only_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import Tensor, nn
 
 import configs
 import train
-from agents import list_checkpoints, load_checkpoint
+from agents import DQNAgent, build_agent, build_interventions, list_checkpoints, load_checkpoint
+from envs import EnvSpec
+from networks import NoisyLinear
+from networks.init import reset_all
+from replay import Batch, PrioritizedReplayBuffer, ReplayBuffer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -348,15 +355,351 @@ def test_the_resolved_options_are_recorded_in_tensorboard(pong_run):
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 
+# What each option exists to change, read back from what a run wrote: its newest checkpoint (with
+# the replay contents) and its events. The expected numbers come from the option files
+# (configs/variants/*.yaml) and the papers they cite, not from configs.resolve, so that an option
+# neutralised in its file fails here. test_minatar.py checks its runs with the same helpers.
+
+RAINBOW = {"c51", "nstep3", "per", "dueling", "noisy", "double"}  # rainbow.yaml's `options`
+LOSSES = ("mse", "huber", "c51", "two_hot", "hl_gauss")
+SUPPORT = -10.0 + 0.4 * torch.arange(51, dtype=torch.float64)  # 51 atoms on [-10, 10] (C51)
+GAMMA = 0.99  # defaults.yaml (Nature DQN)
+STORED, TERMINATED, TRUNCATED = 1, 2, 4  # bits of replay/buffer.py's per-slot flags
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options a variant names (rainbow's parts spelled out) and the value loss it trains."""
+
+    names: frozenset[str]
+    loss: str
+
+    @classmethod
+    def of(cls, variant: str, *, preset_loss: str = "mse") -> Options:
+        """`preset_loss`: the loss without a loss option (defaults.yaml: mse; minatar: huber).
+        A loss named outright replaces rainbow's c51 (rainbow.yaml)."""
+        named = variant.split("+")
+        rainbow = "rainbow" in named
+        losses = [name for name in named if name in LOSSES] or ["c51" if rainbow else preset_loss]
+        return cls(frozenset(named) | (RAINBOW if rainbow else frozenset()), losses[-1])
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    @property
+    def atoms(self) -> int:
+        """Outputs per action: 51 logits for the categorical losses (C51's atoms), else 1."""
+        return 51 if self.loss in ("c51", "two_hot", "hl_gauss") else 1
+
+
+def rebuild(checkpoint: dict, spec: EnvSpec) -> DQNAgent:
+    """The agent a checkpoint holds (both networks, the optimiser, regen's anchors), in eval mode:
+    noisy layers at their means, so that every forward pass below is deterministic."""
+    config = configs.from_dict(checkpoint["config"])
+    agent = build_agent(config, spec, torch.device("cpu"))
+    build_interventions(agent, config).restore(checkpoint["agent"]["online"])
+    agent.load_state_dict(checkpoint["agent"])
+    agent.online.eval()
+    agent.target.eval()
+    return agent
+
+
+def trainable(network: nn.Module) -> dict[str, nn.Parameter]:
+    return {name: p for name, p in network.named_parameters() if p.requires_grad}
+
+
+def weight_names(network: nn.Module) -> set[str]:
+    """The trainable weight matrices and kernels, by layer type: `weight` of a Linear or conv
+    layer, `weight_mu` of a noisy one; never biases, norm gains or noise scales."""
+    names = set()
+    for prefix, module in network.named_modules():
+        if isinstance(module, nn.Linear | nn.Conv2d | NoisyLinear):
+            local = "weight_mu" if isinstance(module, NoisyLinear) else "weight"
+            names.add(f"{prefix}.{local}")
+    return names & set(trainable(network))
+
+
+def assert_layer_norms(network: nn.Module, shapes: list[tuple[int, ...]]) -> None:
+    """ln: a LayerNorm over each of `shapes` (one sample's activations) right before each hidden
+    nonlinearity and nowhere else; `[]`: none, each nonlinearity right after its layer."""
+    norms = [m for m in network.modules() if isinstance(m, nn.LayerNorm)]
+    assert [tuple(m.normalized_shape) for m in norms] == shapes
+    layers = list(network.torso.children())
+    before = [layers[i - 1] for i, m in enumerate(layers) if isinstance(m, nn.ReLU)]  # CReLU too
+    kind = nn.LayerNorm if shapes else nn.Linear | nn.Conv2d | NoisyLinear
+    assert before and all(isinstance(m, kind) for m in before)
+    if shapes:
+        assert len(before) == len(shapes)
+
+
+def assert_value_head(state: dict, options: Options, actions: int) -> None:
+    """The head's layers and output sizes: A values, or A·51 logits on the C51 support for the
+    categorical losses; with dueling a value stream of 1 (or 51) and an advantage stream of A (or
+    A·51); with noisy their μ weights."""
+    atoms = options.atoms
+    rows = (
+        {"head.value.fc": atoms, "head.advantage.fc": actions * atoms}
+        if "dueling" in options
+        else {"head.out": actions * atoms}
+    )
+    weight = ".weight_mu" if "noisy" in options else ".weight"
+    found = {
+        key.removesuffix(weight): value.shape[0]
+        for key, value in state.items()
+        if key.startswith("head.") and key.endswith(weight)
+    }
+    assert found == rows
+    if atoms > 1:
+        assert torch.allclose(state["head.support"].double(), SUPPORT, atol=1e-6)
+    else:
+        assert "head.support" not in state
+
+
+def assert_dueling(network: nn.Module, states: Tensor) -> None:
+    """Q = V + A − mean_a A (Wang et al. 2016, eq. 9; per atom for logits): the output's mean over
+    actions is the value stream's output."""
+    with torch.no_grad():
+        output = network(states)
+        value = network.head.value(network.torso(network.scale(states)))
+    assert torch.allclose(output.mean(1), value.view(output.mean(1).shape), atol=1e-6)
+
+
+def assert_noisy(
+    network: nn.Module, states: Tensor, options: Options, *, sigma0: float, epsilons: list[float]
+) -> None:
+    """noisy: every fully connected layer noisy (the convolutions never), σ = σ₀/√p as drawn,
+    the output changing with each draw of noise, and ε-greedy off (the logged ε all 0);
+    without it, no noisy layer and ε = 1 through the warm-up."""
+    found = {name: m for name, m in network.named_modules() if isinstance(m, NoisyLinear)}
+    if "noisy" not in options:
+        assert not found and epsilons[0] == 1.0
+        return
+    head = ["head.value.fc", "head.advantage.fc"] if "dueling" in options else ["head.out"]
+    assert sorted(found) == sorted(["torso.fc", *head]) and set(epsilons) == {0.0}
+    for layer in found.values():  # the updates since moved the mean σ by a few percent at most
+        expected = sigma0 / math.sqrt(layer.in_features)
+        assert layer.weight_sigma.mean().item() == pytest.approx(expected, rel=0.1)
+    network.train()
+    with torch.no_grad():
+        first = network(states)
+        for layer in found.values():
+            layer.resample()
+        second = network(states)
+    network.eval()
+    assert not torch.allclose(first, second)
+
+
+def h(x: Tensor) -> Tensor:
+    """h(x) = sign(x)(√(|x| + 1) − 1) + εx, ε = 1e-3 (Pohlen et al. 2018, Sec. 3.2)."""
+    return x.sign() * ((x.abs() + 1).sqrt() - 1) + 1e-3 * x
+
+
+def h_inverse(y: Tensor) -> Tensor:
+    """h⁻¹(y) = sign(y)(((√(1 + 4ε(|y| + 1 + ε)) − 1)/(2ε))² − 1) (their Proposition A.2)."""
+    eps = 1e-3
+    return y.sign() * ((((1 + 4 * eps * (y.abs() + 1 + eps)).sqrt() - 1) / (2 * eps)) ** 2 - 1)
+
+
+def two_hot_by_hand(v: Tensor) -> Tensor:
+    """v clipped to [-10, 10], its mass split between the atoms below and above it (0.4 apart)
+    in proportion to nearness."""
+    b = (v.clamp(-10.0, 10.0) + 10.0) / 0.4
+    low = b.floor().clamp(max=49)
+    up = (b - low).unsqueeze(-1)
+    return (1 - up) * F.one_hot(low.long(), 51) + up * F.one_hot(low.long() + 1, 51)
+
+
+def hl_gauss_by_hand(v: Tensor) -> Tensor:
+    """The mass of N(v, σ²), σ = 0.75 bin widths = 0.3, in each bin [z_i − 0.2, z_i + 0.2],
+    renormalised to [-10.2, 10.2] (Farebrother et al. 2024, Sec. 3.1); v clipped to the atoms."""
+    edges = -10.2 + 0.4 * torch.arange(52, dtype=torch.float64)
+    z = (edges - v.clamp(-10.0, 10.0).unsqueeze(-1)) / (0.3 * math.sqrt(2))
+    cdf = 0.5 * (1 + torch.erf(z))
+    return cdf.diff(dim=-1) / (cdf[..., -1:] - cdf[..., :1])
+
+
+def q_by_hand(output: Tensor, options: Options) -> Tensor:
+    """Q in reward units: the output, or its expectation over the support; h⁻¹ of it with
+    hyperbolic."""
+    q = output.double().softmax(-1) @ SUPPORT if options.atoms > 1 else output.double()
+    return h_inverse(q) if "hyperbolic" in options else q
+
+
+def td_by_hand(
+    output: Tensor, next_output: Tensor, batch: Batch, next_action: Tensor, options: Options
+) -> tuple[Tensor, Tensor]:
+    """(per-sample loss, scalar target r + d·Q̄(s', a*)) of the options' rule, in float64: scalar
+    heads fit h(target) (squared or Huber), two-hot and HL-Gauss the encoding of h(target), C51
+    the projection of r + d·z under Q̄'s distribution at a* (Bellemare et al. 2017, eq. 7)."""
+    rows = torch.arange(len(next_action))
+    r, d = batch.reward.double(), batch.discount.double()
+    taken, following = output[rows, batch.action].double(), next_output[rows, next_action]
+    if options.loss == "c51":
+        p = following.double().softmax(-1)
+        moved = two_hot_by_hand(r[:, None] + d[:, None] * SUPPORT)  # atom j to r + d·z_j
+        projected = torch.einsum("bj,bjk->bk", p, moved)
+        return -(projected * taken.log_softmax(-1)).sum(-1), r + d * (p @ SUPPORT)
+    target = r + d * q_by_hand(following, options)
+    fit = h(target) if "hyperbolic" in options else target
+    if options.loss == "mse":
+        return (fit - taken) ** 2, target
+    if options.loss == "huber":
+        error = (fit - taken).abs()
+        return torch.where(error < 1, error**2 / 2, error - 0.5), target
+    encode = two_hot_by_hand if options.loss == "two_hot" else hl_gauss_by_hand
+    return -(encode(fit) * taken.log_softmax(-1)).sum(-1), target
+
+
+def assert_td_rule(agent: DQNAgent, states: Tensor, options: Options) -> None:
+    """Two updates on the run's states against the loss and target worked out by hand: terminal
+    transitions (r only: the loss, and h with hyperbolic), then bootstrapped ones with r = 0,
+    whose target is γ³·Q̄(s', a*) with a* the online network's argmax with double, the target
+    network's without. The target network is first redrawn (another seed), so that the two
+    argmaxes differ on some states."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        reset_all(agent.target)
+    n, actions = len(states), agent.online.head.num_actions
+    taken = torch.arange(n) % actions
+    next_states = states.roll(1, 0)
+    terminal = Batch(states, taken, torch.tensor([3.0, -0.7, 0.25, 1.0]).repeat(n)[:n],
+                     torch.zeros(n), next_states)  # fmt: skip
+    bootstrapped = Batch(states, taken, torch.zeros(n), torch.full((n,), GAMMA**3), next_states)
+    for batch in (terminal, bootstrapped):
+        with torch.no_grad():
+            output, online_next = agent.online(states), agent.online(next_states)
+            target_next = agent.target(next_states)
+        online_argmax = q_by_hand(online_next, options).argmax(1)
+        target_argmax = q_by_hand(target_next, options).argmax(1)
+        assert (online_argmax != target_argmax).any()  # the batch tells the two rules apart
+        rules = [online_argmax, target_argmax][:: 1 if "double" in options else -1]
+        loss, target = td_by_hand(output, target_next, batch, rules[0], options)
+        _, other_target = td_by_hand(output, target_next, batch, rules[1], options)
+        logged = agent.update(batch)
+        assert logged["td_loss"].item() == pytest.approx(loss.mean().item(), rel=1e-5)
+        magnitude = target.abs().mean().item()
+        assert logged["target_magnitude"].item() == pytest.approx(magnitude, rel=1e-5)
+    # On the bootstrapped batch the other rule's targets are far from those logged.
+    assert other_target.abs().mean().item() != pytest.approx(magnitude, rel=1e-2)
+
+
+def assert_l2_penalty(agent: DQNAgent, l2: float) -> None:
+    """The gradient of the L2 term alone (an optimiser step on a zero loss): d(l2·||w||²)/dw =
+    2·l2·w on the weights, 0 on every other parameter (and everywhere without l2)."""
+    params = trainable(agent.online)
+    before = {name: p.detach().clone() for name, p in params.items()}
+    weights = weight_names(agent.online)
+    agent.optimise(sum(p.sum() for p in params.values()) * 0.0)
+    for name, p in params.items():
+        expected = 2 * l2 * before[name] if name in weights else torch.zeros_like(p)
+        assert torch.allclose(p.grad, expected, rtol=1e-5, atol=0), name
+
+
+def assert_weight_decay(agent: DQNAgent, weight_decay: float) -> None:
+    """An optimiser step with zero gradients and zero Adam moments, at lr 1, leaves only the
+    decoupled decay: θ ← (1 − lr·wd)θ on the weights (Loshchilov & Hutter 2019), nothing else
+    moves; with no decay nothing moves. Leaves the optimiser at lr 1: call it last."""
+    params = trainable(agent.online)
+    for group in agent.optimizer.param_groups:
+        group["lr"] = 1.0
+    for p in params.values():
+        p.grad = torch.zeros_like(p)
+        for key in ("exp_avg", "exp_avg_sq"):
+            agent.optimizer.state[p][key].zero_()
+    before = {name: p.detach().clone() for name, p in params.items()}
+    agent.optimizer.step()
+    moved = {name for name, p in params.items() if not torch.equal(p, before[name])}
+    assert moved == (weight_names(agent.online) if weight_decay else set())
+    for name in moved:
+        expected = before[name] * (1 - weight_decay)
+        assert torch.allclose(params[name], expected, rtol=1e-6, atol=0), name
+
+
+def reload_replay(replay: dict, options: Options) -> ReplayBuffer:
+    """The saved replay in the buffer the options ask for: nstep3's 3-step windows (else 1),
+    per's prioritized buffer with α = β = 0.5 (per.yaml), else the uniform one. Loading refuses
+    contents saved with another n, γ, α or β."""
+    config, n = replay["config"], 3 if "nstep3" in options else 1
+    assert (config["n_step"], config["gamma"]) == (n, GAMMA)
+    shape, dtype = config["obs_shape"], np.dtype(config["obs_dtype"])
+    kwargs = {"frame_stack": config["frame_stack"], "n_step": n, "gamma": GAMMA}
+    if "per" in options:
+        buffer = PrioritizedReplayBuffer(config["capacity"], config["num_envs"], shape, dtype,
+                                         alpha=0.5, beta=0.5, **kwargs)  # fmt: skip
+    else:
+        buffer = ReplayBuffer(config["capacity"], config["num_envs"], shape, dtype, **kwargs)
+    buffer.load_state_dict(replay)
+    return buffer
+
+
+def assert_n_step_returns(replay: dict, batch: Batch, n: int) -> None:
+    """Each sampled return is Σ_{k<m} γ^k r_{t+k} of the stored rewards, with discount γ^m, or 0
+    past a termination: m = n, or fewer where the episode ended (Sutton & Barto 2018, eq. 7.1);
+    and with n > 1 some window sums a reward past its first step."""
+    rewards, flags = replay["reward"].numpy().astype(np.float64), replay["flags"].numpy()
+    length = flags.shape[1]
+    # A reloaded buffer ends each running episode at its newest transition, as truncated.
+    running = np.flatnonzero(~replay["at_start"].numpy())
+    ends = {(env, (int(replay["pos"][env]) - 2) % length) for env in running}
+    later = 0
+    for index, ret, discount in zip(batch.index, batch.reward, batch.discount, strict=True):
+        env, slot = divmod(int(index), length)
+        total, expected = 0.0, GAMMA**n
+        for k in range(n):
+            at = (env, (slot + k) % length)
+            total += GAMMA**k * rewards[at]
+            later += k > 0 and rewards[at] != 0
+            if flags[at] & (TERMINATED | TRUNCATED) or at in ends:
+                expected = 0.0 if flags[at] & TERMINATED else GAMMA ** (k + 1)
+                break
+        assert ret.item() == pytest.approx(total, rel=1e-6, abs=1e-6)
+        assert discount.item() == pytest.approx(expected, rel=1e-6)
+    assert later or n == 1
+
+
+def assert_priorities(replay: dict, batch: Batch, prioritized: bool) -> None:
+    """per: a priority for each stored transition and only those, unequal after the updates,
+    new transitions entered at the largest seen (the maximum's p^α), importance weights
+    (p_i / min_j p_j)^-β with β = 0.5 (Schaul et al. 2016); uniform replay: weights 1."""
+    if not prioritized:
+        assert "priorities" not in replay and (batch.weight == 1).all()
+        return
+    stored = replay["flags"].numpy() & STORED > 0
+    leaves = replay["priorities"].numpy().reshape(stored.shape)
+    assert ((leaves > 0) == stored).all()
+    live = leaves[stored]
+    assert len(np.unique(live)) > 1 and live.max() == pytest.approx(replay["max_priority"] ** 0.5)
+    p = leaves.reshape(-1)[batch.index]
+    assert np.allclose(batch.weight.numpy(), (p / p.min()) ** -0.5, rtol=1e-6)
+
+
+def assert_replay(replay: dict, options: Options) -> None:
+    """The saved replay as the options make it: n-step windows and priorities (above), on 256
+    transitions sampled from it."""
+    batch = reload_replay(replay, options).sample(256, rng=np.random.default_rng(0))
+    assert_n_step_returns(replay, batch, 3 if "nstep3" in options else 1)
+    assert_priorities(replay, batch, "per" in options)
+
+
+def stored_rewards(replay: dict) -> set[float]:
+    """The distinct rewards of the stored transitions."""
+    has = replay["flags"].numpy() & STORED > 0
+    return {float(r) for r in np.unique(replay["reward"].numpy()[has])}
+
+
 OPTIONS = ["double", "nstep3", "no_clip", "hyperbolic", "mse", "huber", "per", "dueling", "noisy",
            "rainbow", "rainbow+ln+wd+hl_gauss"]  # fmt: skip
 
 
 @pytest.mark.parametrize("variant", sorted(set(configs.grid_variants("plasticity") + OPTIONS)))
 def test_every_option_and_the_paper_grid_train_on_a_real_game(variant, tmp_path):
-    extra = ["--variant", variant, "--set", "agent.learning_starts=100", "--set",
-             "probes.enabled=true", "--set", "probes.interval=300"]  # fmt: skip
-    argv = smoke(tmp_path, 300, *extra, env="Breakout")
+    """Each option changed what it exists to change, read back from the run. On Ms. Pac-Man, whose
+    pellets pay 10 from the first steps: clipping, and n-step sums, show in the stored rewards."""
+    extra = ["--variant", variant, "--set", "agent.learning_starts=100",
+             "--set", "probes.enabled=true", "--set", "probes.interval=200",
+             "--set", "probes.ntk_batch=2", "--set", "probes.fit_steps=10",  # run, cheaply
+             "--set", "replay.save_contents=true", "--set", "replay.capacity=400"]  # fmt: skip
+    argv = smoke(tmp_path, 200, *extra, env="MsPacman")
     with contextlib.redirect_stderr(io.StringIO()):
         assert train.main(argv) == 0
     run_dir = only_run(tmp_path)
@@ -365,8 +708,26 @@ def test_every_option_and_the_paper_grid_train_on_a_real_game(variant, tmp_path)
     losses = [e.value for e in tags["losses/td_loss"]]
     assert losses and all(math.isfinite(v) for v in losses)
     assert "plasticity/dormant_fraction" in tags and "plasticity/target_magnitude" in tags
-    if configs.resolve(variant=variant).agent.loss in ("c51", "two_hot", "hl_gauss"):
-        assert "plasticity/entropy" in tags
+    options = Options.of(variant)
+    assert ("plasticity/entropy" in tags) == (options.atoms > 1)
+    checkpoint = load_checkpoint(list_checkpoints(run_dir)[-1])
+    agent = rebuild(checkpoint, EnvSpec("ms_pacman", True, (4, 84, 84), np.dtype("uint8"), 9, 4))
+    states = checkpoint["probes"]["batch"]  # distinct states of the run
+    # ln: the Nature CNN's maps are 84 → (84 − 8)/4 + 1 = 20 → (20 − 4)/2 + 1 = 9 → 9 − 3 + 1 = 7.
+    norms = [(32, 20, 20), (64, 9, 9), (64, 7, 7), (512,)]
+    assert_layer_norms(agent.online, norms if "ln" in options else [])
+    assert_value_head(checkpoint["agent"]["online"], options, actions=9)
+    if "dueling" in options:
+        assert_dueling(agent.online, states)
+    epsilons = [e.value for e in tags["charts/epsilon"]]
+    sigma0 = 0.1 if "rainbow" in options else 0.5  # noisy.yaml; rainbow.yaml: Dopamine's 0.1
+    assert_noisy(agent.online, states, options, sigma0=sigma0, epsilons=epsilons)
+    assert_replay(checkpoint["replay"], options)
+    rewards = stored_rewards(checkpoint["replay"]) - {0.0}  # no_clip: as paid; else clipped to 1
+    assert min(rewards) >= 10 if "no_clip" in options else rewards == {1.0}
+    assert_td_rule(agent, states, options)
+    assert_l2_penalty(agent, 1e-5 if "l2" in options else 0.0)  # l2.yaml
+    assert_weight_decay(agent, 0.01 if "wd" in options else 0.0)  # wd.yaml
 
 
 def test_intervention_events_are_logged_once_across_a_resume(tmp_path):
