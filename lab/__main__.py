@@ -87,17 +87,19 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], int]:
         raise UserError(f"Unknown experiment '{args.experiment}'. Known: {known}.")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers} must be at least 1.")
-    if any(a.partition("=")[0].strip() == RESET_INTERVAL for a in args.set):
-        raise UserError(
-            f"--set {RESET_INTERVAL}: the lab resets the head once per change of targets "
-            "(lab.experiments.on_task_clock), whatever the interval."
-        )
     variants = (
         split_list(args.variants, "--variants") if args.variants else VARIANTS[args.experiment]
     )
     seeds = parse_seeds(args.seeds)
     size = QUICK if args.quick else FULL
     resolved = {v: configs.resolve(preset="lab", variant=v, assignments=args.set) for v in variants}
+    for variant, config in resolved.items():  # however --set spells it (a key, a section)
+        unset = configs.resolve(preset="lab", variant=variant).interventions.reset_head.interval
+        if config.interventions.reset_head.interval != unset:
+            raise UserError(
+                f"--set of {RESET_INTERVAL}: the lab resets the head once per change of targets "
+                "(lab.experiments.on_task_clock), whatever the interval."
+            )
     env = next(iter(resolved.values())).env
     inputs = atari_frames(size.inputs, side=FRAME_SIDE, seed=0, env=env).flatten(1)
     root = Path(args.logdir) / args.experiment / time.strftime("%Y%m%d-%H%M%S")
@@ -182,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the runs' TensorBoard events so far are kept", file=sys.stderr)
         return 130
-    print(format_table(table, conditions))
-    if args.json:
+    if args.json:  # before the table: nothing the runs measured is lost to a formatting error
         Path(args.json).write_text(
             json.dumps(as_json(args.experiment, table, conditions), indent=1)
         )
+    print(format_table(table, conditions))
     return 0
 
 

@@ -100,7 +100,9 @@ def teacher_targets(config: Config, inputs: Tensor, outputs: int, *, seed: int) 
     """Regression targets a network can fit: the outputs of a freshly initialised plain network
     (no LayerNorm, scalar head, the same MLP), standardised per output over the inputs, as the
     fit probe's targets (Lyle et al. 2023, §3). The same for every variant of a seed."""
-    plain = dataclasses.replace(config.network, layer_norm=False, nonlinearity="relu", noisy=False)
+    plain = dataclasses.replace(
+        config.network, layer_norm=False, nonlinearity="relu", noisy=False, dueling=False
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         teacher = build_network(inputs.shape[1:], outputs, plain, categorical=False)

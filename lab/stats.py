@@ -62,11 +62,19 @@ def interval(values: Sequence[float], *, log_scale: bool) -> tuple[float, float,
 
 def format_cell(values: Sequence[float], *, log_scale: bool) -> str:
     """'0.900 ± 0.248' (mean ± half-width) or, on a log scale, '10 [0.0328, 3.05e+03]' (geometric
-    mean [interval], three significant figures); the centre alone for a single value."""
-    centre, low, high = interval(values, log_scale=log_scale)
+    mean [interval], three significant figures); the centre alone for a single value. Values that
+    are not finite (a diverged seed), or not positive on a log scale, are left out of the interval
+    and counted in the cell ('…, 2 of 10 diverged'): they have no place on its scale."""
+    usable = [v for v in values if math.isfinite(v) and (v > 0 or not log_scale)]
+    dropped = f"{len(values) - len(usable)} of {len(values)} diverged"
+    if not usable:
+        return dropped
+    centre, low, high = interval(usable, log_scale=log_scale)
     if log_scale:
-        return f"{centre:.3g}" + (f" [{low:.3g}, {high:.3g}]" if len(values) > 1 else "")
-    return f"{centre:.3f}" + (f" ± {high - centre:.3f}" if len(values) > 1 else "")
+        cell = f"{centre:.3g}" + (f" [{low:.3g}, {high:.3g}]" if len(usable) > 1 else "")
+    else:
+        cell = f"{centre:.3f}" + (f" ± {high - centre:.3f}" if len(usable) > 1 else "")
+    return cell if len(usable) == len(values) else f"{cell}, {dropped}"
 
 
 LEGEND = (

@@ -225,6 +225,23 @@ def test_a_cell_is_the_mean_and_t_interval_or_the_geometric_mean_and_its_log_int
     assert format_cell([10.0], log_scale=True) == "10"
 
 
+def test_a_diverged_seed_is_counted_in_its_cell_not_on_its_scale():
+    # ln 1 = 0 and ln 100 = 4.605: the geometric mean of [1, 100] is 10
+    assert format_cell([1.0, 100.0, math.nan], log_scale=True).endswith(", 1 of 3 diverged")
+    assert format_cell([1.0, 100.0, 0.0], log_scale=True).startswith("10 [")
+    assert format_cell([0.5, math.inf], log_scale=False) == "0.500, 1 of 2 diverged"
+    assert format_cell([math.nan], log_scale=False) == "1 of 1 diverged"
+
+
+def test_every_variant_of_a_seed_fits_the_same_teacher():
+    inputs = torch.randn(16, 4)
+    targets = {
+        v: teacher_targets(configs.resolve(preset="lab", variant=v), inputs, 3, seed=7)
+        for v in ["dqn", "dueling", "rainbow", "ln+wd+hl_gauss"]
+    }
+    assert all(torch.equal(t, targets["dqn"]) for t in targets.values())
+
+
 def test_ten_seeds_by_default():
     assert parse_args(["labels"]).seeds == "1-10"
 
@@ -240,9 +257,11 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
     assert "--seeds '1,x'" in capsys.readouterr().err
     assert main(["labels", "--workers", "0", "--logdir", str(tmp_path)]) == 2
     assert "--workers 0" in capsys.readouterr().err
-    reset = ["--set", "interventions.reset_head.interval=50", "--logdir", str(tmp_path)]
-    assert main(["labels", *reset]) == 2
-    assert "once per change of targets" in capsys.readouterr().err
+    small = ["--quick", "--variants", "dqn", "--seeds", "1", "--logdir", str(tmp_path)]
+    spellings = ["interventions.reset_head.interval=50", "interventions.reset_head={interval: 5}"]
+    for spelling in spellings:
+        assert main(["labels", "--set", spelling, *small]) == 2
+        assert "once per change of targets" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing started
 
 
