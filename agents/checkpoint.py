@@ -73,6 +73,7 @@ def write_atomic(path: Path, state: dict) -> None:
         CheckpointWriteError: the write failed (disk full, file too large); no file is left.
     """
     check_finite(state, path)
+    state = own_storage(state)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
     except OSError as error:
@@ -92,6 +93,20 @@ def write_atomic(path: Path, state: dict) -> None:
         if isinstance(cause, OSError):
             raise write_error(path, cause) from None
         raise
+
+
+def own_storage(tree: Any) -> Any:
+    """`tree` with every tensor that is a view into a larger storage replaced by a copy of
+    itself: torch.save writes a view's whole storage, and a seed's parameters in a many-seed run
+    are views of stacks holding every seed (networks.stacked)."""
+    if isinstance(tree, torch.Tensor):
+        whole = tree.untyped_storage().nbytes()
+        return tree.clone() if whole > tree.numel() * tree.element_size() else tree
+    if isinstance(tree, dict):
+        return {key: own_storage(value) for key, value in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(own_storage(value) for value in tree)
+    return tree
 
 
 def current_umask() -> int:

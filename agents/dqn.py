@@ -1,11 +1,14 @@
-"""The DQN learning rule (Mnih et al. 2015) with pluggable value losses: ε-greedy acting batched
-over vector envs, TD targets from a hard-updated target network, Adam(W), optional L2 and
-gradient clipping. The agent owns the online and target networks and the optimiser."""
+"""One seed's DQN agent (Mnih et al. 2015) with pluggable value losses: its online and target
+networks, its Adam(W) optimiser, its ε schedule and stream, its noise generator, regen's anchors
+and its counters. Acting in training and the update (TD targets from the hard-updated target
+network, L2, regen, gradient clipping) run for all the seeds of a process at once, in
+`agents.group.SeedGroup`; a single-seed run is a group of one."""
 
 from __future__ import annotations
 
 import copy
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,10 +17,12 @@ from torch import Tensor, nn
 from agents.checkpoint import NonFiniteError
 from agents.losses import Metrics, make_loss
 from configs.schema import AgentConfig
-from interventions.regen import regen_penalty
 from networks import NoiseSampler, QNetwork
 from networks.roles import regularized
 from replay import Batch
+
+if TYPE_CHECKING:
+    from agents.group import SeedGroup
 
 
 def linear_epsilon(step: int, *, start: float, end: float, decay_steps: int, warmup: int) -> float:
@@ -69,10 +74,12 @@ class DQNAgent:
         self.pin_memory = pin_memory
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
         self.loss = make_loss(config, getattr(self.online.head, "support", None))
-        # Noisy nets: fresh noise for every acting step and every update (Fortunato et al. 2018);
+        # Noisy nets: fresh noise for every acting step and every update (Fortunato et al. 2018),
+        # from the agent's own generator, so that seeds sharing a process keep their streams;
         # both are no-ops for a network without noisy layers.
-        self.acting_noise = NoiseSampler(self.online)
-        self.learning_noise = NoiseSampler(self.online, self.target)
+        self.noise = torch.Generator(device).manual_seed(seed)
+        self.acting_noise = NoiseSampler(self.online, generator=self.noise)
+        self.learning_noise = NoiseSampler(self.online, self.target, generator=self.noise)
         self.priorities = torch.zeros(0, device=device)
         """Per-sample priorities of the latest update (on the device), for a prioritized replay."""
         self.optimizer = make_optimizer(self.online, config)
@@ -87,6 +94,7 @@ class DQNAgent:
         # with the host for it; `check_finite` reads it on log and checkpoint boundaries.
         self.loss_watch = torch.zeros((), device=device)
         self.checked_step = 0
+        self.alone: SeedGroup | None = None
 
     def epsilon(self, step: int) -> float:
         c = self.config
@@ -105,17 +113,24 @@ class DQNAgent:
             output = self.online_fn(obs)
         return self.loss.q_values(output.float())
 
+    def explore(
+        self, num_envs: int, epsilon: float, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(which envs act at random, the random actions): ε-greedy's draws, from `rng` or the
+        agent's own stream."""
+        rng = rng or self.rng
+        explore = rng.random(num_envs) < epsilon
+        return explore, rng.integers(self.online.head.num_actions, size=num_envs)
+
     def act(
         self, obs: np.ndarray, epsilon: float, *, rng: np.random.Generator | None = None
     ) -> np.ndarray:
-        """One action per env: greedy from one batched forward pass, random with probability ε.
-        An evaluation passes its own `rng`, so that evaluating never changes training's draws."""
-        if rng is None:  # training acts with fresh noise; an evaluation acts in eval mode
-            self.acting_noise.resample()
-        rng = rng or self.rng
-        num_envs, num_actions = len(obs), self.online.head.num_actions
-        explore = rng.random(num_envs) < epsilon
-        actions = rng.integers(num_actions, size=num_envs)
+        """One action per env. An evaluation passes its own `rng` (evaluating never changes
+        training's draws) and acts in eval mode; without one this is a training step of this
+        seed alone, as its group acts (agents.group.SeedGroup.act)."""
+        if rng is None:
+            return self.solo().act(obs[None], [epsilon])[0]
+        explore, actions = self.explore(len(obs), epsilon, rng)
         if not explore.all():
             obs_t = torch.from_numpy(obs).to(self.device, non_blocking=True)
             greedy = self.q_values(obs_t).argmax(1).cpu().numpy()
@@ -123,55 +138,44 @@ class DQNAgent:
         return actions
 
     def update(self, batch: Batch) -> Metrics:
-        """One gradient step on a replay batch; returns detached metric tensors (no host sync)."""
-        batch = (batch.pin_memory() if self.pin_memory else batch).to(
-            self.device, non_blocking=True
-        )
-        rows = torch.arange(len(batch.action), device=self.device)
-        self.learning_noise.resample()
-        with self.autocast:
-            output = self.online_fn(batch.obs).float()
-            with torch.no_grad():
-                next_target = self.target_fn(batch.next_obs).float()
-                chooser = (
-                    self.online_fn(batch.next_obs).float() if self.config.double else next_target
-                )
-        taken = output[rows, batch.action]  # [B] or [B, K]
-        next_action = self.loss.q_values(chooser).argmax(1)  # a* = argmax_a Q(s', a)
-        next_taken = next_target[rows, next_action]
-        per_sample, metrics = self.loss(taken, next_taken, batch.reward, batch.discount)
-        # importance-sampling weights; 1 when uniform
-        metrics.update(self.optimise((batch.weight * per_sample).mean()))
-        self.priorities = self.loss.priority(per_sample)
-        q = self.loss.q_values(output.detach())
-        td_loss = per_sample.detach().mean()
-        self.loss_watch = torch.where(self.loss_watch.isfinite(), td_loss, self.loss_watch)
-        return {
-            "td_loss": td_loss,
-            "q_values": q.mean(),
-            "q_max": q.max(),
-            **{k: v.detach() for k, v in metrics.items()},
-        }
+        """One gradient step of this seed alone (tests, benchmarks, the lab): its group of one,
+        the code train.py runs."""
+        metrics = self.solo().update([batch])[0]
+        assert metrics is not None
+        return metrics
 
     def optimise(self, loss: Tensor) -> Metrics:
-        """One optimiser step on `loss` plus the L2 and regen penalties, with the gradient clipped
-        when that is set (the lab fits its targets through this too). Returns the gradient norm,
-        and regen's distance when regen is on."""
-        metrics, c = {}, self.config
-        named = self.regularized() if c.l2 > 0 or c.regen > 0 else []  # one walk per step
-        if c.l2 > 0:
-            loss = loss + c.l2 * sum(p.square().sum() for _, p in named)
-        if c.regen > 0:
-            self.anchor_new_parameters(named)
-            distance = regen_penalty([p for _, p in named], [self.anchors[n] for n, _ in named])
-            loss = loss + c.regen * distance
-            metrics["interventions/regen"] = distance
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics["grad_norm"] = self.gradient_norm()
-        self.optimizer.step()
-        self.updates += 1
-        return metrics
+        """One optimiser step of this seed alone on `loss` (built from `self.online`), with the
+        L2 and regen penalties and clipping: SeedGroup.optimise for a group of one."""
+        return {name: value[0] for name, value in self.solo().optimise(loss[None]).items()}
+
+    def solo(self) -> SeedGroup:
+        """This agent as a group of one (its stacks are views of its own tensors, so it never
+        disturbs a larger group the agent belongs to)."""
+        from agents.group import SeedGroup  # the group module builds on this one
+
+        if self.alone is None:
+            self.alone = SeedGroup([self])
+        return self.alone
+
+    def watch(self, td_loss: Tensor) -> None:
+        """Keep the latest TD loss, or the first non-finite one (check_finite reads it)."""
+        self.loss_watch = torch.where(self.loss_watch.isfinite(), td_loss, self.loss_watch)
+
+    def group_parameters(self, index: int) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of the optimiser's parameter group `index`."""
+        names = {id(p): name for name, p in self.online.named_parameters()}
+        return [(names[id(p)], p) for p in self.optimizer.param_groups[index]["params"]]
+
+    def adam_state(self, param: nn.Parameter) -> dict[str, Tensor]:
+        """The optimiser's state of `param`, created as torch's fused Adam creates it on its first
+        step (zero moments, a float32 step count on the parameter's device)."""
+        state = self.optimizer.state[param]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return state
 
     def regularized(self) -> list[tuple[str, nn.Parameter]]:
         """The online parameters L2 and regen act on now (networks.roles): read at every step, so
@@ -191,15 +195,6 @@ class DQNAgent:
             name: self.anchors[name] if name in self.anchors else param.detach().clone()
             for name, param in named
         }
-
-    def gradient_norm(self) -> Tensor:
-        """The gradient's global L2 norm, after clipping it to max_grad_norm when that is set.
-        Without clipping the norm is only measured: clip_grad_norm_ would still rescale every
-        gradient by min(1, inf) = 1, a pass over all parameters for nothing."""
-        if self.config.max_grad_norm > 0:
-            return nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
-        grads = [p.grad for p in self.online.parameters() if p.grad is not None]
-        return nn.utils.get_total_norm(grads)
 
     def check_finite(self, step: int) -> None:
         """Stop a diverged run before it logs, probes or saves NaN: raise NonFiniteError when a TD

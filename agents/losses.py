@@ -7,7 +7,8 @@ prioritized replay gives each sample (`priority(per_sample)`, from the loss of t
 |δ| for scalar heads (Schaul et al. 2016); for two-hot and HL-Gauss the KL divergence from the
 encoded target, the part of the cross-entropy the network can still reduce; for C51 the
 cross-entropy itself, as Dopamine's Rainbow does. Categorical losses also report
-`losses/support_clipped`, the fraction of TD targets the support cannot hold.
+`losses/support_clipped`, the fraction of TD targets the support cannot hold. Every metric is
+per sample, so that a batch of several seeds' samples is averaged per seed by the caller.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ def value_transform(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Te
 
 
 def entropy(logits: Tensor) -> Tensor:
-    """Mean entropy (nats) of the categorical distributions in `logits` [..., K]."""
+    """Entropy (nats) of each categorical distribution in `logits` [..., K] -> [...]."""
     log_p = logits.log_softmax(-1)
-    return -(log_p.exp() * log_p).sum(-1).mean()
+    return -(log_p.exp() * log_p).sum(-1)
 
 
 def target_entropy(probs: Tensor) -> Tensor:
@@ -55,9 +56,10 @@ def target_entropy(probs: Tensor) -> Tensor:
 
 
 def support_clipped(values: Tensor, support: Tensor) -> Tensor:
-    """Fraction of the scalar targets `values` strictly outside [z_0, z_{K-1}]: those an encoder
-    or C51's projection clips to the end atoms, so the head cannot represent them."""
-    return ((values < support[0]) | (values > support[-1])).float().mean()
+    """1 for each scalar target in `values` strictly outside [z_0, z_{K-1}], else 0 (their mean
+    is the fraction an encoder or C51's projection clips to the end atoms, which the head cannot
+    represent)."""
+    return ((values < support[0]) | (values > support[-1])).float()
 
 
 def huber_error(loss: Tensor) -> Tensor:
@@ -86,7 +88,7 @@ class ScalarLoss:
     ) -> tuple[Tensor, Metrics]:
         target = reward + discount * self.h_inv(next_taken)  # r + γⁿ Q̄(s', a*)
         loss = self.error(taken, self.h(target), reduction="none")
-        return loss, {"target_magnitude": target.abs().mean()}
+        return loss, {"target_magnitude": target.abs()}
 
 
 class C51Loss:
@@ -117,7 +119,7 @@ class C51Loss:
         loss = -(target * taken.log_softmax(-1)).sum(-1)
         scalar = reward + discount * scalar_expectation(next_probs, self.support)
         return loss, {
-            "target_magnitude": scalar.abs().mean(),
+            "target_magnitude": scalar.abs(),
             "entropy": entropy(taken),
             # The expected target r + γⁿ E[Z'] outside the support; the projection also clips
             # single atoms r + γⁿ z_j, which this does not count.
@@ -163,7 +165,7 @@ class EncodedLoss:
         loss = -(probs * taken.log_softmax(-1)).sum(-1)
         self.target_entropy = target_entropy(probs.detach())
         return loss, {
-            "target_magnitude": target.abs().mean(),
+            "target_magnitude": target.abs(),
             "entropy": entropy(taken),
             "losses/support_clipped": support_clipped(encoded, self.support),
         }

@@ -1,7 +1,7 @@
 """The lab's learner: a DQN agent trained on given targets instead of bootstrapped ones.
 
 A lab problem is DQN's regression without bootstrapping: each update draws a batch of (input,
-output) pairs, and the agent's own update (`DQNAgent.update`: its network, loss, optimiser, L2,
+output) pairs, and the agent's own update (`SeedGroup.optimise`: its network, loss, optimiser, L2,
 regen and gradient clipping) fits the output's value to the given target, passed as the reward
 with discount 0, so that the TD target r + γⁿ·Q̄ is the target itself for every value loss (for
 C51 the projection of a point mass, i.e. its two-hot encoding). The run's interventions act after
@@ -15,6 +15,7 @@ from torch import Tensor
 
 from agents import DQNAgent
 from agents.build import build_interventions
+from agents.group import SeedGroup
 from agents.losses import is_categorical
 from configs.schema import Config
 from networks import build_network
@@ -39,6 +40,7 @@ class Learner:
             categorical=is_categorical(config.agent.loss),
         )
         self.agent = DQNAgent(network, config.agent, device=torch.device("cpu"), seed=seed)
+        self.group = SeedGroup([self.agent])  # the update's code: train.py's, for one seed
         self.interventions = build_interventions(self.agent, config)
         self.inputs = inputs
         self.generator = torch.Generator().manual_seed(seed)
@@ -59,13 +61,15 @@ class Learner:
         touched = {}
         if self.last_obs is not None:
             touched = self.interventions.after_update(self.agent.updates, self.last_obs)
+            if "inject" in touched:
+                self.group.restack()
         rows = torch.randint(len(self.inputs), (self.batch_size,), generator=self.generator)
         obs = self.inputs[rows]
-        output = self.agent.online(obs).flatten(0, 1)  # [B·A] values, or [B·A, K] logits
+        output = self.group.online(obs[None])[0].flatten(0, 1)  # [B·A] values, [B·A, K] logits
         per_sample, _ = self.agent.loss(
             output, output.detach(), targets[rows].flatten(), self.zeros
         )
-        self.agent.optimise(per_sample.mean())
+        self.group.optimise(per_sample.mean()[None])
         self.last_obs = obs
         return touched
 

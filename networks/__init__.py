@@ -67,8 +67,9 @@ class QNetwork(nn.Module):
         allocates two frame-sized float buffers); other inputs as floats."""
         if obs.dtype != torch.uint8:
             return obs.float()
-        layout = self.input_format if obs.ndim == 4 else torch.contiguous_format
-        return obs.contiguous(memory_format=layout).float().div_(255.0)
+        if self.input_format is torch.channels_last and obs.ndim == 4:
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        return obs.float().div_(255.0)
 
     def q_values(self, output: Tensor) -> Tensor:
         return self.head.q_values(output)

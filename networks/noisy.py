@@ -20,9 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def scaled_noise(size: int, *, device: torch.device) -> Tensor:
-    """f(ε) = sgn(ε) √|ε| for ε ~ N(0, I) (Fortunato et al. 2018, eq. 11)."""
-    x = torch.randn(size, device=device)
+def scaled_noise(
+    size: int, *, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
+    """f(ε) = sgn(ε) √|ε| for ε ~ N(0, I) (Fortunato et al. 2018, eq. 11), drawn from
+    `generator` (torch's default one when None)."""
+    x = torch.randn(size, device=device, generator=generator)
     return x.sign() * x.abs().sqrt()
 
 
@@ -56,10 +59,12 @@ class NoisyLinear(nn.Module):
             self.bias_sigma.fill_(self.sigma0 * bound)
 
     @torch.no_grad()
-    def resample(self) -> None:
-        """Draw new ε_in and ε_out from torch's generator (on the layer's device: no host sync)."""
-        self.eps_in.copy_(scaled_noise(self.in_features, device=self.eps_in.device))
-        self.eps_out.copy_(scaled_noise(self.out_features, device=self.eps_out.device))
+    def resample(self, generator: torch.Generator | None = None) -> None:
+        """Draw new ε_in and ε_out from `generator` (torch's default one when None), on the
+        layer's device: no host sync."""
+        device = self.eps_in.device
+        self.eps_in.copy_(scaled_noise(self.in_features, device=device, generator=generator))
+        self.eps_out.copy_(scaled_noise(self.out_features, device=device, generator=generator))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:  # the mean network, as Dopamine's eval_mode sets ε to zero
@@ -75,11 +80,18 @@ class NoisyLinear(nn.Module):
 
 
 class NoiseSampler:
-    """Resamples every noisy layer of some networks at once; a no-op for networks without any."""
+    """Resamples every noisy layer of some networks at once, from its own `generator` (so that
+    seeds trained in one process keep their own noise streams); a no-op for networks without
+    any. `refresh` finds the layers again after a change of structure (an injected head)."""
 
-    def __init__(self, *networks: nn.Module) -> None:
-        self.layers = [m for net in networks for m in net.modules() if isinstance(m, NoisyLinear)]
+    def __init__(self, *networks: nn.Module, generator: torch.Generator | None = None) -> None:
+        self.networks = networks
+        self.generator = generator
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.layers = [m for n in self.networks for m in n.modules() if isinstance(m, NoisyLinear)]
 
     def resample(self) -> None:
         for layer in self.layers:
-            layer.resample()
+            layer.resample(self.generator)

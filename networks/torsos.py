@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from networks.activations import expansion
 from networks.heads import Linear
@@ -15,9 +16,20 @@ Norm = Callable[[Sequence[int]], nn.Module] | None
 """Builds a normalisation layer for activations of the given per-sample shape; None for none."""
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm with its affine map applied after the normalisation rather than fused into
+    it: the same function, but computed the way torch.vmap computes a LayerNorm whose gain and
+    shift are batched (seeds trained as one, networks.stacked), so that a seed gives the same
+    floats alone and in a batch of seeds."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        normalized = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
+        return normalized * self.weight + self.bias
+
+
 def layer_norm(shape: Sequence[int]) -> nn.Module:
     """LayerNorm over every per-sample axis (for conv maps: C, H and W), learnable affine on."""
-    return nn.LayerNorm(list(shape))
+    return LayerNorm(list(shape))
 
 
 def hidden_block(
