@@ -196,8 +196,11 @@ class Trainer:
             print(f"Resume with: python train.py --resume {self.runs[0].run_dir}", file=sys.stderr)
             return 128 + self.stop_signal
         for run in self.runs:
-            print(f"Done: {run.step} steps; checkpoint {run.saved_path}", file=sys.stderr)
-        print(f"TensorBoard: tensorboard --logdir {self.runs[0].run_dir.parent}", file=sys.stderr)
+            print(
+                f"Done: {run.step} steps; checkpoint {run.saved_path}; TensorBoard: tensorboard "
+                f"--logdir {run.run_dir.parent}",
+                file=sys.stderr,
+            )
         return 0
 
 

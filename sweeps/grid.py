@@ -61,9 +61,11 @@ def parse_seeds(text: str) -> list[int]:
                 f"--seeds '{text}': '{item}' is not a seed; give whole numbers >= 0 joined by "
                 "commas, or a range such as 1-5."
             )
+        if int(high or low) < int(low):
+            raise UserError(f"--seeds '{text}': '{item}' is an empty range; write ranges low-high.")
         seeds += range(int(low), int(high or low) + 1)
-    if not seeds:
-        raise UserError(f"--seeds '{text}' holds an empty range; write ranges low-high.")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds '{text}' names a seed twice; give each seed once.")
     return seeds
 
 

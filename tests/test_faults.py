@@ -329,22 +329,21 @@ def first_td_losses(run_dir: Path, count: int) -> list[float]:
         overrides={"env": {"id": "CartPole-v1"}},
         assignments=["probes.enabled=false", "eval.interval=0", "agent.learning_starts=200"],
     )
-    trainer = train.Trainer(config, run_dir, None)
+    trainer = train.Trainer([(config, run_dir, None)])
     losses: list[float] = []
-    update = trainer.agent.update
+    update = trainer.group.update
 
-    def recorded(batch):
-        metrics = update(batch)
-        losses.append(metrics["td_loss"].item())
+    def recorded(batches):
+        metrics = update(batches)
+        losses.append(metrics[0]["td_loss"].item())
         return metrics
 
-    trainer.agent.update = recorded
+    trainer.group.update = recorded
     try:
         while len(losses) < count:
             trainer.iteration()
     finally:
-        trainer.logger.close()
-        trainer.env.close()
+        trainer.runs[0].close()
     return losses[:count]
 
 

@@ -35,7 +35,7 @@ def test_each_value_head_learns_cartpole(variant, tmp_path):
         preset="classic", variant=variant, assignments=["probes.enabled=false"]
     )
     with contextlib.redirect_stderr(io.StringIO()):
-        assert train.Trainer(config, tmp_path, None).run() == 0
+        assert train.Trainer([(config, tmp_path, None)]).run() == 0
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
     events.Reload()
     evals = events.Scalars("eval/episodic_return")

@@ -32,6 +32,7 @@ from envs import EnvSpec
 from networks import NoisyLinear
 from networks.init import reset_all
 from replay import Batch, PrioritizedReplayBuffer, ReplayBuffer
+from training import SeedRun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,10 +97,9 @@ def test_probes_are_measured_at_step_0_on_the_network_as_initialised(pong_run, t
     assert tags["plasticity/probe_fit_loss"][0].step == 0
     # The run's config builds the same initial network again: its norm, summed in float64.
     config = configs.from_dict(yaml.safe_load((pong_run / "config.yaml").read_text()))
-    trainer = train.Trainer(config, tmp_path, None)
-    trainer.env.close()
-    trainer.logger.close()
-    params = trainer.agent.online.parameters()
+    run = SeedRun(config, tmp_path, None)
+    run.close()
+    params = run.agent.online.parameters()
     initial = math.sqrt(sum(p.double().square().sum().item() for p in params))
     # float32 rounding against 150 Adam steps at lr 6.25e-5, which moved the norm by ~1e-4.
     assert abs(norms[0].value - initial) < abs(norms[-1].value - initial) / 10
@@ -125,11 +125,10 @@ def test_the_probe_batch_is_distinct_saved_and_measured_again_on_resume(pong_run
     # A resume restores the batch and the initial network: measuring the checkpoint's network
     # on it gives what the run logged at that step.
     config = configs.from_dict(checkpoint["config"])
-    trainer = train.Trainer(config, tmp_path, checkpoint)
-    trainer.env.close()
-    trainer.logger.close()
-    assert torch.equal(trainer.probes.batch.cpu(), saved["batch"])
-    again = trainer.probes.figures(trainer.agent.online, probes=True, fit=False)
+    run = SeedRun(config, tmp_path, checkpoint)
+    run.close()
+    assert torch.equal(run.probes.batch.cpu(), saved["batch"])
+    again = run.probes.figures(run.agent.online, probes=True, fit=False)
     logged = {
         k.removeprefix("plasticity/"): v[1].value
         for k, v in tags.items()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from contextlib import ExitStack
@@ -21,6 +20,7 @@ from agents.rundir import hold, holds_anything, set_aside, write_config
 from configs import Config, UserError
 from envs import make_env, resolve_env_id
 from replay import make_replay
+from sweeps.grid import parse_seeds
 
 Launch = tuple[Config, Path, dict | None]
 """One seed's resolved config, its run directory, and the checkpoint to resume (None: new)."""
@@ -31,23 +31,6 @@ process (sibling directories under one --logdir)."""
 
 SEED_FIELD = "{seed}"
 """Where a --run-name puts each seed's number when --seeds names several."""
-
-
-def parse_seeds(text: str) -> list[int]:
-    """`1-8`, `1,3,5` or `1-4,9`: distinct non-negative seeds, in the order given."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match or (match[2] is not None and int(match[2]) < int(match[1])):
-            raise UserError(
-                f"--seeds {text!r} is not a seed list: give a range such as 1-8, a list such as "
-                "1,3,5, or both (1-4,9), of non-negative integers, each range ascending."
-            )
-        first = int(match[1])
-        seeds += range(first, int(match[2] or first) + 1)
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds {text!r} names a seed twice; give each seed once.")
-    return seeds
 
 
 def cli_overrides(args: argparse.Namespace) -> dict:
