@@ -3,10 +3,13 @@
     python sweep.py --grid plasticity --envs Pong,Breakout --seeds 1,2,3
     python sweep.py --variants dqn,ln+wd --envs CartPole-v1 --seeds 1-5 --preset classic
     python sweep.py --grid plasticity --envs Pong --seeds 1,2,3 --status
+    python sweep.py --variants dqn --envs MinAtar/Breakout --seeds 1-8 --seeds-per-process 4
 
 Every run is an ordinary train.py run named game__variant__sSEED under --logdir, so rerunning the
 same command skips finished runs, resumes half-done ones from their checkpoint and starts the
-rest. Ctrl-C or SIGTERM is passed to the running runs, which checkpoint and stop.
+rest. With --seeds-per-process K, the unfinished seeds of one (game, variant) train K at a time
+in one process (train.py --seeds), each still its own run. Ctrl-C or SIGTERM is passed to the
+running runs, which checkpoint and stop.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import configs
@@ -25,10 +29,11 @@ from configs import UserError
 from sweeps.backend import Outcome, StopRequest
 from sweeps.grid import Options, command_line, expand, grid_variants, parse_seeds, split_list
 from sweeps.local import lock, run_local
+from sweeps.pack import Pack, make_packs
 from sweeps.plan import Job, make_jobs, states, user_sets_threads
 from sweeps.process import tail
 from sweeps.progress import Progress, format_line
-from sweeps.state import Ledger, aside_lines, status_table
+from sweeps.state import Ledger, RunState, aside_lines, status_table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,7 +59,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--workers",
         type=int,
-        help="local runs at once (default: one per core, torch threads shared out)",
+        help="local train.py processes at once (default: one per core, torch threads shared out)",
+    )
+    p.add_argument(
+        "--seeds-per-process",
+        default="1",
+        metavar="K",
+        help="train up to K seeds of one (game, variant) in one process, batched; each is still "
+        "its own run (default 1: a process per run)",
     )
     p.add_argument("--backend", choices=["local", "ray"], default="local")
     p.add_argument(
@@ -62,12 +74,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Ray cluster address, 'auto' or 'local' (default: the one "
         "`ray start` made, else a new local one)",
     )
-    p.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs per run (default 1)")
+    p.add_argument(
+        "--cpus-per-run",
+        type=float,
+        default=1.0,
+        help="Ray CPUs per process, whatever its seeds (default 1)",
+    )
     p.add_argument(
         "--gpus-per-run",
         type=float,
         default=0.0,
-        help="Ray GPUs per run, fractions allowed (default 0)",
+        help="Ray GPUs per process, fractions allowed (default 0)",
     )
     p.add_argument("--max-retries", type=int, default=3, help="Ray retries on node loss")
     p.add_argument("--dry-run", action="store_true", help="print the runs it would start")
@@ -86,8 +103,20 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UserError("--cpus-per-run must be > 0, --gpus-per-run and --max-retries >= 0.")
 
 
+def per_process(text: str) -> int:
+    """--seeds-per-process as a number of seeds, or a UserError naming what it takes."""
+    seeds = int(text) if text.strip().isdecimal() else 0
+    if seeds < 1:
+        raise UserError(
+            f"--seeds-per-process {text}: give a whole number of seeds, 1 or more (1, the "
+            "default, trains each run in a process of its own)."
+        )
+    return seeds
+
+
 def workers_and_threads(args: argparse.Namespace, options: Options) -> tuple[int, int | None]:
-    """Local runs at once and each one's torch threads (None: the user set train.threads)."""
+    """Local processes at once and each one's torch threads (None: the user set
+    train.threads)."""
     if args.backend == "ray":
         return 0, max(1, math.ceil(args.cpus_per_run))
     if user_sets_threads(options):
@@ -97,9 +126,27 @@ def workers_and_threads(args: argparse.Namespace, options: Options) -> tuple[int
     return workers, max(1, cores() // workers)
 
 
-def plan(args: argparse.Namespace) -> tuple[list[Job], int]:
+@dataclass(frozen=True)
+class Plan:
+    """What the flags resolve to, before anything runs."""
+
+    jobs: list[Job]
+    options: Options
+    workers: int
+    """Local processes at once (0 on Ray)."""
+    per_process: int
+    """The most seeds of one (game, variant) that one train.py process trains."""
+
+    def packs(self, found: list[RunState]) -> list[Pack]:
+        """The processes that run every job not done (`found`: the jobs' states)."""
+        todo = [job for job, s in zip(self.jobs, found, strict=True) if s.state != "done"]
+        return make_packs(todo, self.options, self.per_process)
+
+
+def plan(args: argparse.Namespace) -> Plan:
     """Every run's Job, all configs resolved (bad input is a UserError before anything runs)."""
     check_numbers(args)
+    seeds = per_process(args.seeds_per_process)
     variants = (
         split_list(args.variants, "--variants") if args.variants else grid_variants(args.grid)
     )
@@ -108,11 +155,12 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], int]:
         Path(args.logdir), args.preset, args.config, args.total_steps, tuple(args.set)
     )
     workers, threads = workers_and_threads(args, options)
-    return make_jobs(runs, options, threads=threads), workers
+    return Plan(make_jobs(runs, options, threads=threads), options, workers, seeds)
 
 
 class Console:
-    """The sweep's voice on stderr: one line per start and end, and a progress line."""
+    """The sweep's voice on stderr: one line per process's start and end, and a progress line
+    that counts runs."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress, self.tty = progress, sys.stderr.isatty()
@@ -121,24 +169,26 @@ class Console:
     def say(self, text: str) -> None:
         print(("\r\033[K" if self.tty else "") + text, file=sys.stderr, flush=True)
 
-    def started(self, job: Job, step: int) -> None:
-        self.progress.started(job.name)
-        self.say(f"start {job.name}" + (f" (resuming at step {step:,})" if step else ""))
+    def started(self, pack: Pack, steps: list[int]) -> None:
+        for job in pack.jobs:
+            self.progress.started(job.name)
+        self.say(f"start {pack.name}" + resuming(pack, steps))
 
-    def ended(self, job: Job, outcome: Outcome) -> None:
-        if outcome.stopped:
-            self.progress.stopped(job.name)
-        else:
-            self.progress.ended(job.name, ok=outcome.ok)
+    def ended(self, pack: Pack, outcome: Outcome) -> None:
+        for job in pack.jobs:
+            if outcome.stopped:
+                self.progress.stopped(job.name)
+            else:
+                self.progress.ended(job.name, ok=outcome.ok)
         if outcome.ok:
-            self.say(f"done  {job.name} in {outcome.seconds:.1f} s")
+            self.say(f"done  {pack.name} in {outcome.seconds:.1f} s")
         elif outcome.stopped:
-            self.say(f"stopped {job.name} (checkpointed; a rerun resumes it)")
+            self.say(f"stopped {pack.name} (checkpointed; a rerun resumes it)")
         else:
-            lines = "\n".join(f"    {line}" for line in tail(job.log).splitlines())
+            lines = "\n".join(f"    {line}" for line in tail(pack.log).splitlines())
             why = f" {outcome.error}" if outcome.error else ""
             self.say(
-                f"FAILED {job.name} (exit {outcome.returncode}){why}; end of {job.log}:\n{lines}"
+                f"FAILED {pack.name} (exit {outcome.returncode}){why}; end of {pack.log}:\n{lines}"
             )
 
     def tick(self, force: bool = False) -> None:
@@ -153,14 +203,23 @@ class Console:
             )
 
 
+def resuming(pack: Pack, steps: list[int]) -> str:
+    """' (resuming at step 1,000)' for one run; for several, each resumed run by name."""
+    if len(steps) == 1:
+        return f" (resuming at step {steps[0]:,})" if steps[0] else ""
+    resumed = [f"{j.name} at step {s:,}" for j, s in zip(pack.jobs, steps, strict=True) if s]
+    return f" (resuming {', '.join(resumed)})" if resumed else ""
+
+
 def waiting(logdir: Path) -> None:
     print(f"waiting for another sweep's runs in {logdir} to stop...", file=sys.stderr)
 
 
 def execute(
-    args: argparse.Namespace, jobs: list[Job], workers: int, stop: StopRequest, lock_fd: int
+    args: argparse.Namespace, packs: list[Pack], workers: int, stop: StopRequest, lock_fd: int
 ) -> None:
-    """Run the jobs on the chosen backend, reporting to a Console; local runs hold the lock."""
+    """Run the packs on the chosen backend, reporting to a Console; local runs hold the lock."""
+    jobs = [job for pack in packs for job in pack.jobs]
     ledger, console = Ledger(Path(args.logdir)), Console(Progress(jobs))
     if args.backend == "ray":
         from sweeps.ray_backend import RayOptions, connect, require_ray, run_ray
@@ -170,35 +229,36 @@ def execute(
         stop.install()  # ray.init installs its own SIGTERM handler in the driver
         print(f"ray: connected in {info['seconds']:.1f} s", file=sys.stderr)
         try:
-            run_ray(jobs, options=options, ledger=ledger, observer=console, stop=stop)
+            run_ray(packs, options=options, ledger=ledger, observer=console, stop=stop)
         finally:
             require_ray().shutdown()
             if info["temp_dir"]:
                 shutil.rmtree(info["temp_dir"], ignore_errors=True)
     else:
         run_local(
-            jobs, workers=workers, ledger=ledger, observer=console, stop=stop, keep_fds=(lock_fd,)
+            packs, workers=workers, ledger=ledger, observer=console, stop=stop, keep_fds=(lock_fd,)
         )
     console.tick(force=True)
     if console.tty:
         print(file=sys.stderr)
 
 
-def launch(args: argparse.Namespace, jobs: list[Job], workers: int) -> int:
+def launch(args: argparse.Namespace, planned: Plan) -> int:
     """Run every job not yet done; 0 when all are done afterwards. The --logdir is locked first,
     so the runs of a killed launcher finish their last checkpoint before states are read."""
-    fd = lock(Path(args.logdir), on_wait=waiting)
-    before = states(jobs, Ledger(Path(args.logdir)).last_exit())
-    todo = [job for job, s in zip(jobs, before, strict=True) if s.state != "done"]
+    fd, jobs = lock(Path(args.logdir), on_wait=waiting), planned.jobs
+    packs = planned.packs(states(jobs, Ledger(Path(args.logdir)).last_exit()))
+    todo = sum(len(pack.jobs) for pack in packs)
     print(
-        f"sweep: {len(jobs)} runs, {len(jobs) - len(todo)} already done, {len(todo)} to run"
-        + (f" ({workers} at once)" if args.backend == "local" else " on Ray"),
+        f"sweep: {len(jobs)} runs, {len(jobs) - todo} already done, {todo} to run in "
+        f"{len(packs)} process{'' if len(packs) == 1 else 'es'}"
+        + (f" ({planned.workers} at once)" if args.backend == "local" else " on Ray"),
         file=sys.stderr,
     )
     stop = StopRequest()
     stop.install()
-    if todo:
-        execute(args, todo, workers, stop, fd)
+    if packs:
+        execute(args, packs, planned.workers, stop, fd)
     after = states(jobs, Ledger(Path(args.logdir)).last_exit())
     counts = {state: sum(s.state == state for s in after) for state in ("done", "failed")}
     left = len(jobs) - counts["done"]
@@ -215,23 +275,22 @@ def launch(args: argparse.Namespace, jobs: list[Job], workers: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        jobs, workers = plan(args)
+        planned = plan(args)
+        jobs, last_exit = planned.jobs, Ledger(Path(args.logdir)).last_exit()
         if args.status:
-            print(status_table(states(jobs, Ledger(Path(args.logdir)).last_exit(), returns=True)))
+            print(status_table(states(jobs, last_exit, returns=True)))
             for line in aside_lines(Path(args.logdir), {job.name for job in jobs}):
                 print(line)
             return 0
         if args.dry_run:
-            found = states(jobs, Ledger(Path(args.logdir)).last_exit())
-            for job, s in zip(jobs, found, strict=True):
-                if s.state != "done":
-                    print(command_line(list(job.argv)))
+            for pack in planned.packs(states(jobs, last_exit)):
+                print(command_line(list(pack.argv)))
             return 0
         if args.backend == "ray":
             from sweeps.ray_backend import require_ray
 
             require_ray()
-        return launch(args, jobs, workers)
+        return launch(args, planned)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -23,7 +23,6 @@ from torch.optim import adam
 
 from agents.dqn import DQNAgent
 from agents.losses import Metrics
-from networks import NatureCNN
 from networks.stacked import Stacked
 from replay import Batch
 
@@ -80,19 +79,12 @@ class SeedGroup:
         first = self.members[0]
         self.config, self.device, self.loss = first.config, first.device, first.loss
         self.autocast = first.autocast
-        # vmap turns a convolution with batched weights into a grouped one: for the Nature CNN
-        # 2.3x slower on a CPU than one convolution per seed (README, "Many seeds").
-        vectorize = not isinstance(first.online.torso, NatureCNN)
         alone = len(self.members) == 1  # torch.compile (train.compile) is for one seed
         self.online = Stacked(
-            [m.online for m in self.members],
-            vectorize=vectorize,
-            single=first.online_fn if alone else None,
+            [m.online for m in self.members], single=first.online_fn if alone else None
         )
         self.target = Stacked(
-            [m.target for m in self.members],
-            vectorize=vectorize,
-            single=first.target_fn if alone else None,
+            [m.target for m in self.members], single=first.target_fn if alone else None
         )
         self.anchor_stack: dict[str, Tensor] = {}
         self.regularized_names: list[str] | None = None

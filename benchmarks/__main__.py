@@ -7,6 +7,7 @@ Targets are for a 2-core CPU machine; they are reported, never asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import figures
+from benchmarks import figures, seeds
 from configs import UserError
 from evaluate import write_json
 
@@ -202,11 +203,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also resident memory against replay capacity and probe time against its batches",
     )
+    p.add_argument(
+        "--seeds",
+        metavar="K,K,...",
+        help="instead, K seeds in one process against K single-seed processes (aggregate "
+        "steps/s, memory per seed) for CartPole, MinAtar and Pong, e.g. 1,2,4,8,16",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
     start = time.perf_counter()
     try:
         envs = parse_envs(args.envs)
+        if args.seeds is not None:
+            return seed_table(parse_envs(args.seeds, "--seeds"), args.quick, args.json, start)
         results = run(args.env, args.device, args.threads, args.quick, envs, args.scaling)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -216,14 +225,29 @@ def main(argv: list[str] | None = None) -> int:
     return write_json(Path(args.json), results) if args.json else 0
 
 
-def parse_envs(text: str) -> list[int]:
+def seed_table(counts: list[int], quick: bool, json_file: str | None, start: float) -> int:
+    """The seeds-as-a-batch table (benchmarks.seeds), printed as it is measured."""
+    results: dict = {
+        "conditions": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "quick": quick,
+        }
+    }
+    results.update(seeds.seed_scaling(counts, quick=quick))
+    results["conditions"]["wall_seconds"] = time.perf_counter() - start
+    return write_json(Path(json_file), results) if json_file else 0
+
+
+def parse_envs(text: str, flag: str = "--envs") -> list[int]:
     """`1,4,16` -> [1, 4, 16]."""
     try:
         counts = [int(n) for n in text.split(",") if n.strip()]
     except ValueError:
         counts = [0]
     if any(n < 1 for n in counts):
-        raise UserError(f"--envs '{text}' must be positive numbers joined by commas, e.g. 1,4,16.")
+        raise UserError(f"{flag} '{text}' must be positive numbers joined by commas, e.g. 1,4,16.")
     return counts
 
 

@@ -147,30 +147,25 @@ def warmed_trainer(config: Config) -> Iterator[Trainer]:
     agent = replace(config.agent, epsilon_decay_steps=1)
     config = replace(config, agent=agent, probes=replace(config.probes, enabled=False))
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
-        trainer = Trainer(config, Path(tmp), None)
+        trainer = Trainer([(config, Path(tmp), None)])
         try:
             timed_steps(trainer, config.agent.learning_starts + 4 * config.agent.train_interval)
             yield trainer
         finally:
-            trainer.logger.close()
-            trainer.env.close()
+            for run in trainer.runs:
+                run.close()
 
 
 def timed_steps(trainer: Trainer, steps: int, *, clock: Clock = time.perf_counter) -> float:
     """Env steps/s of the training loop over the next `steps` steps (or a few more: whole
-    iterations): agent steps taken (Trainer.step) / seconds of those iterations."""
-    start, first = clock(), trainer.step
-    while trainer.step < first + steps:
-        before = trainer.step
+    iterations), summed over its seeds: agent steps taken (Trainer.steps) / seconds of those
+    iterations."""
+    start, first = clock(), trainer.steps()
+    while trainer.steps() < first + steps:
         trainer.iteration()
-        trainer.periodic(before, (start, first), _NoBar())
-    synchronize(trainer.agent.device)
-    return (trainer.step - first) / (clock() - start)
-
-
-class _NoBar:
-    def set_postfix_str(self, *_args, **_kwargs) -> None:
-        pass
+        trainer.periodic()
+    synchronize(trainer.group.device)
+    return (trainer.steps() - first) / (clock() - start)
 
 
 def fill_replay(config: Config, capacity: int, transitions: int, pool: np.ndarray) -> ReplayBuffer:
@@ -292,17 +287,18 @@ def host_breakdown(
     config = replace(config, probes=replace(config.probes, enabled=False))
     num_envs, a = config.env.num_envs, config.agent
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
-        trainer = Trainer(config, Path(tmp), None)
+        trainer = Trainer([(config, Path(tmp), None)])
+        run = trainer.runs[0]
         try:
-            while trainer.step < a.learning_starts + a.batch_size:
+            while run.step < a.learning_starts + a.batch_size:
                 trainer.iteration()
-            agent, obs, replay = trainer.agent, trainer.obs, trainer.replay
+            agent, obs, replay, env = run.agent, run.obs, run.replay, run.env
             actions = agent.act(obs, 0.0)
-            next_obs, rewards, terminated, truncated, _ = trainer.env.step(actions)
+            next_obs, rewards, terminated, truncated, _ = env.step(actions)
             batch = replay.sample(a.batch_size)
             parts = {
                 "act": timed(lambda: agent.act(obs, 0.0), repeats, clock=clock) / num_envs,
-                "env_step": timed(lambda: trainer.env.step(actions), repeats, clock=clock)
+                "env_step": timed(lambda: env.step(actions), repeats, clock=clock)
                 / num_envs,
                 "replay_add": timed(
                     lambda: replay.add(obs, actions, rewards, next_obs, terminated, truncated),
@@ -316,8 +312,7 @@ def host_breakdown(
                 / a.train_interval,
             }
         finally:
-            trainer.logger.close()
-            trainer.env.close()
+            run.close()
     parts["host_us"] = sum(v for k, v in parts.items() if k != "update")
     parts["host_ceiling_sps"] = 1e6 / parts["host_us"]
     return parts

@@ -1,4 +1,5 @@
-"""What every backend shares: a run's outcome, the observer it reports to, the stop request."""
+"""What every backend shares: a process's outcome, the observer it reports to, the ledger records
+of its runs, the stop request."""
 
 from __future__ import annotations
 
@@ -6,19 +7,19 @@ import signal
 from dataclasses import dataclass
 from typing import Protocol
 
-from sweeps.plan import Job
-from sweeps.state import STOPPED
+from sweeps.pack import Pack
+from sweeps.state import STOPPED, Ledger
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one launch of a run ended."""
+    """How one launch of a pack's process ended; its exit status is each of its runs'."""
 
     name: str
     returncode: int
     seconds: float
     error: str = ""
-    """What the backend itself saw go wrong (a lost Ray task), beside the run's own log."""
+    """What the backend itself saw go wrong (a lost Ray task), beside the process's own log."""
 
     @property
     def ok(self) -> bool:
@@ -33,11 +34,23 @@ class Outcome:
 class Observer(Protocol):
     """Told what the backend does; the command line shows it."""
 
-    def started(self, job: Job, step: int) -> None: ...
+    def started(self, pack: Pack, steps: list[int]) -> None: ...
 
-    def ended(self, job: Job, outcome: Outcome) -> None: ...
+    def ended(self, pack: Pack, outcome: Outcome) -> None: ...
 
     def tick(self) -> None: ...
+
+
+def record_start(ledger: Ledger, pack: Pack, steps: list[int], **fields: object) -> None:
+    """One start record per run of the pack, at its step, naming the log its runs share."""
+    for job, step in zip(pack.jobs, steps, strict=True):
+        ledger.write("start", job.name, step=step, log=pack.log.name, **fields)
+
+
+def record_end(ledger: Ledger, pack: Pack, outcome: Outcome, **fields: object) -> None:
+    """One end record per run of the pack: the process's exit status is each run's."""
+    for job in pack.jobs:
+        ledger.write("end", job.name, rc=outcome.returncode, **fields)
 
 
 class StopRequest:

@@ -1,4 +1,5 @@
-"""Grid expansion and run naming: (games x variants x seeds) -> the train.py command of each run."""
+"""Grid expansion and run naming: (games x variants x seeds) -> the train.py command of each run,
+or of several seeds of one (game, variant) trained in one process."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ from configs.load import load_yaml
 from envs import resolve_env_id
 
 TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
+SEED_FIELD = "{seed}"
+"""What train.py's --run-name holds for --seeds naming several: each seed's number replaces it."""
+
+
+def run_name(game: str, variant: str, seed: int | str) -> str:
+    """A run directory's name: a function of (game, variant, seed) alone (SEED_FIELD as the seed
+    names every seed of one process)."""
+    return f"{game}__{variant}__s{seed}"
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        """The run directory's name: a function of (game, variant, seed) alone."""
-        return f"{self.game}__{self.variant}__s{self.seed}"
+        return run_name(self.game, self.variant, self.seed)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,17 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def format_seeds(seeds: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3,5': the inverse of parse_seeds, consecutive seeds as ranges."""
+    ranges: list[list[int]] = []
+    for seed in seeds:
+        if ranges and seed == ranges[-1][-1] + 1:
+            ranges[-1][1:] = [seed]
+        else:
+            ranges.append([seed])
+    return ",".join("-".join(map(str, r)) for r in ranges)
+
+
 def grid_variants(grid: str) -> list[str]:
     """The variants of a grid: a name from configs/grids/ or a YAML file with a `variants` list."""
     if grid in configs.available("grids") or not (
@@ -98,10 +117,18 @@ def expand(envs: list[str], variants: list[str], seeds: list[int]) -> list[Run]:
     return runs
 
 
-def train_argv(run: Run, options: Options, extra_sets: tuple[str, ...] = ()) -> list[str]:
-    """The train.py command of one run; its fixed --run-name makes a rerun resume it."""
-    argv = [sys.executable, str(TRAIN_PY), "--env", run.env, "--variant", run.variant]
-    argv += ["--seed", str(run.seed)]
+def train_argv(runs: list[Run], options: Options, extra_sets: tuple[str, ...] = ()) -> list[str]:
+    """The train.py command of one run (--seed), or of several seeds of one (game, variant) in
+    one process (--seeds, the run name holding SEED_FIELD); fixed run names make a rerun resume
+    each run."""
+    first = runs[0]
+    argv = [sys.executable, str(TRAIN_PY), "--env", first.env, "--variant", first.variant]
+    if len(runs) == 1:
+        argv += ["--seed", str(first.seed)]
+        name = first.name
+    else:
+        argv += ["--seeds", format_seeds([run.seed for run in runs])]
+        name = run_name(first.game, first.variant, SEED_FIELD)
     if options.preset:
         argv += ["--preset", options.preset]
     if options.config_file:
@@ -110,7 +137,7 @@ def train_argv(run: Run, options: Options, extra_sets: tuple[str, ...] = ()) -> 
         argv += ["--total-steps", str(options.total_steps)]
     for assignment in (*options.sets, *extra_sets):
         argv += ["--set", assignment]
-    return [*argv, "--logdir", str(options.logdir), "--run-name", run.name]
+    return [*argv, "--logdir", str(options.logdir), "--run-name", name]
 
 
 def command_line(argv: list[str]) -> str:

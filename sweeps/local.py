@@ -1,5 +1,5 @@
-"""The local backend: a pool of `workers` train.py processes, driven from the main thread (the
-thread that forks a child must outlive it, see sweeps.process)."""
+"""The local backend: a pool of `workers` train.py processes, one per pack of runs (sweeps.pack),
+driven from the main thread (the thread that forks a child must outlive it, see sweeps.process)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import IO
 
 from configs.errors import UserError
-from sweeps.backend import Observer, Outcome, StopRequest
-from sweeps.plan import Job
+from sweeps.backend import Observer, Outcome, StopRequest, record_end, record_start
+from sweeps.pack import Pack
 from sweeps.process import spawn
-from sweeps.state import Ledger, newest_step, sweep_dir
+from sweeps.state import Ledger, launch_line, sweep_dir
 
 POLL_S = 0.2
 LOCK_WAIT_S = 60.0
@@ -25,38 +25,42 @@ LOCK_WAIT_S = 60.0
 
 @dataclass
 class Running:
-    """A launched run: its job, process, open log and start time."""
+    """A launched pack: its process, open log, start time and each run's step at the start."""
 
-    job: Job
+    pack: Pack
     process: subprocess.Popen
     log: IO[bytes]
     start: float
+    steps: list[int]
 
 
-def launch(job: Job, ledger: Ledger, keep_fds: tuple[int, ...]) -> Running:
-    """Start one run (resuming it when it holds a checkpoint), recorded in the ledger."""
-    job.log.parent.mkdir(parents=True, exist_ok=True)
-    log = job.log.open("ab")
-    step = newest_step(job.run_dir)
-    log.write(f"# sweep: launch of {job.name} at step {step}, {time.ctime()}\n".encode())
+def launch(pack: Pack, ledger: Ledger, keep_fds: tuple[int, ...]) -> Running:
+    """Start the process of a pack (resuming each run that holds a checkpoint), its runs
+    recorded in the ledger."""
+    pack.log.parent.mkdir(parents=True, exist_ok=True)
+    log = pack.log.open("ab")
+    steps = pack.steps()
+    names = [job.name for job in pack.jobs]
+    log.write(f"# sweep: launch of {launch_line(names, steps)}, {time.ctime()}\n".encode())
     log.flush()
-    process = spawn(list(job.argv), log, keep_fds=keep_fds)
-    ledger.write("start", job.name, step=step, pid=process.pid)
-    return Running(job, process, log, time.monotonic())
+    process = spawn(list(pack.argv), log, keep_fds=keep_fds)
+    record_start(ledger, pack, steps, pid=process.pid)
+    return Running(pack, process, log, time.monotonic(), steps)
 
 
 def reap(running: Running, ledger: Ledger) -> Outcome | None:
-    """The outcome of a run whose process has exited, else None."""
+    """The outcome of a pack whose process has exited, else None."""
     code = running.process.poll()
     if code is None:
         return None
     running.log.close()
-    ledger.write("end", running.job.name, rc=code)
-    return Outcome(running.job.name, code, time.monotonic() - running.start)
+    outcome = Outcome(running.pack.name, code, time.monotonic() - running.start)
+    record_end(ledger, running.pack, outcome)
+    return outcome
 
 
 def run_local(
-    jobs: list[Job],
+    packs: list[Pack],
     *,
     workers: int,
     ledger: Ledger,
@@ -64,14 +68,15 @@ def run_local(
     stop: StopRequest,
     keep_fds: tuple[int, ...] = (),
 ) -> list[Outcome]:
-    """Run `jobs` with at most `workers` at once; a failed run does not stop the others. On a stop
-    request no run is started and the request is forwarded to those running."""
-    queue, running, outcomes, forwarded = deque(jobs), [], [], 0
+    """Run `packs` with at most `workers` processes at once; a failed one does not stop the
+    others. On a stop request no process is started and the request is forwarded to those
+    running."""
+    queue, running, outcomes, forwarded = deque(packs), [], [], 0
     while running or (queue and not stop.count):
         while queue and len(running) < workers and not stop.count:
-            job = queue.popleft()
-            running.append(launch(job, ledger, keep_fds))
-            observer.started(job, newest_step(job.run_dir))
+            run = launch(queue.popleft(), ledger, keep_fds)
+            running.append(run)
+            observer.started(run.pack, run.steps)
         if stop.count > forwarded:
             for run in running:
                 run.process.send_signal(stop.signum)
@@ -81,7 +86,7 @@ def run_local(
             if outcome is not None:
                 running.remove(run)
                 outcomes.append(outcome)
-                observer.ended(run.job, outcome)
+                observer.ended(run.pack, outcome)
         observer.tick()
         time.sleep(POLL_S)
     return outcomes

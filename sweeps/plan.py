@@ -1,4 +1,5 @@
-"""A sweep's plan: one Job per run, every config resolved (so checked) before anything runs."""
+"""A sweep's plan: one Job per run, every config resolved (so checked) before anything runs.
+Which process runs which jobs is sweeps.pack's part."""
 
 from __future__ import annotations
 
@@ -9,19 +10,19 @@ import configs
 from agents.checkpoint import list_checkpoints
 from configs import Config, UserError
 from configs.load import changed_keys, load_yaml, unflatten
-from sweeps.grid import Options, Run, train_argv
-from sweeps.state import RunState, last_return, log_path, run_state
+from sweeps.grid import Options, Run
+from sweeps.state import RunState, last_return, run_state
 
 
 @dataclass(frozen=True)
 class Job:
-    """One run, ready to execute: its train.py command, its directory and log, its budget."""
+    """One run, ready to execute: its directory, its budget, and the `--set`s this launch adds to
+    the sweep's flags for it."""
 
     run: Run
-    argv: tuple[str, ...]
     run_dir: Path
-    log: Path
     total: int
+    sets: tuple[str, ...]
 
     @property
     def name(self) -> str:
@@ -87,9 +88,7 @@ def make_jobs(runs: list[Run], options: Options, *, threads: int | None) -> list
         config = resolve(run, options, sets)
         if saved is not None:
             check_same_run(config, saved, run_dir)
-        argv = tuple(train_argv(run, options, sets))
-        log = log_path(options.logdir, run.name)
-        jobs.append(Job(run, argv, run_dir, log, config.train.total_steps))
+        jobs.append(Job(run, run_dir, config.train.total_steps, sets))
     return jobs
 
 

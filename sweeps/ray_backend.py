@@ -1,6 +1,7 @@
-"""The Ray backend: the same runs as Ray tasks on a cluster that shares --logdir. Each task asks
-for CPUs and (fractional) GPUs, runs train.py as a child process and is retried on node loss; a
-retry resumes from the run's last checkpoint. Ray is imported only here, and only when used."""
+"""The Ray backend: the same runs as Ray tasks on a cluster that shares --logdir, one task per
+pack of runs (sweeps.pack). Each task asks for the CPUs and (fractional) GPUs of one process, runs
+train.py as a child process and is retried on node loss; a retry resumes each run from its last
+checkpoint. Ray is imported only here, and only when used."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from configs.errors import UserError
-from sweeps.backend import Observer, Outcome, StopRequest
-from sweeps.plan import Job
+from sweeps.backend import Observer, Outcome, StopRequest, record_end, record_start
+from sweeps.pack import Pack
 from sweeps.process import spawn
-from sweeps.state import Ledger, newest_step
+from sweeps.state import Ledger, launch_line, newest_step
 
 INSTALL = 'pip install -e ".[ray]"'
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ POLL_S = 0.5
 
 @dataclass(frozen=True)
 class RayOptions:
-    """Where the runs go and what each asks for."""
+    """Where the runs go and what each process asks for."""
 
     address: str | None = None
     """A cluster address, `auto`, or `local` (a new local cluster); None: the one `ray start`
@@ -92,16 +93,18 @@ def pythonpath() -> str:
     return os.environ.get("PYTHONPATH", "")
 
 
-def execute(argv: list[str], run_dir: str, log: str) -> dict:
-    """The task body: run train.py to its end on whichever node the task landed on. Each cancel
-    (KeyboardInterrupt) is forwarded as SIGTERM: the first makes the run checkpoint and stop, a
-    second stops it at once (train.py's own handling of a second signal). A retried task's
-    train.py waits for the lock of the run directory (agents.rundir.hold) while an earlier
-    attempt still writes its final checkpoint."""
+def execute(argv: list[str], run_dirs: list[str], log: str) -> dict:
+    """The task body: run train.py (the runs in `run_dirs`) to its end on whichever node the task
+    landed on. Each cancel (KeyboardInterrupt) is forwarded as SIGTERM: the first makes the runs
+    checkpoint and stop, a second stops them at once (train.py's own handling of a second
+    signal). A retried task's train.py waits for the lock of each run directory
+    (agents.rundir.hold) while an earlier attempt still writes its final checkpoints."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        step = newest_step(Path(run_dir))
-        out.write(f"# sweep: ray task on {socket.gethostname()} at step {step}\n".encode())
+        steps = [newest_step(Path(run_dir)) for run_dir in run_dirs]
+        names = [Path(run_dir).name for run_dir in run_dirs]
+        line = f"# sweep: ray task on {socket.gethostname()}: {launch_line(names, steps)}\n"
+        out.write(line.encode())
         out.flush()
         child = spawn(argv, out)
         code = None
@@ -110,53 +113,56 @@ def execute(argv: list[str], run_dir: str, log: str) -> dict:
                 code = child.wait()
             except KeyboardInterrupt:
                 child.send_signal(signal.SIGTERM)
-    return {"rc": code, "step": step, "host": socket.gethostname()}
+    return {"rc": code, "steps": steps, "host": socket.gethostname()}
 
 
-def submit(ray: Any, jobs: list[Job], options: RayOptions) -> dict[Any, tuple[Job, float]]:
+def submit(ray: Any, packs: list[Pack], options: RayOptions) -> dict[Any, tuple[Pack, float]]:
+    """One task per pack, each asking for one process's resources whatever its number of runs."""
     task = ray.remote(execute).options(
         num_cpus=options.cpus_per_run,
         num_gpus=options.gpus_per_run,
         max_retries=options.max_retries,
     )
-    return {
-        task.remote(list(j.argv), str(j.run_dir), str(j.log)): (j, time.monotonic()) for j in jobs
-    }
+    submitted = {}
+    for pack in packs:
+        run_dirs = [str(job.run_dir) for job in pack.jobs]
+        submitted[task.remote(list(pack.argv), run_dirs, str(pack.log))] = (pack, time.monotonic())
+    return submitted
 
 
-def outcome_of(ray: Any, ref: Any, job: Job, began: float) -> Outcome:
+def outcome_of(ray: Any, ref: Any, pack: Pack, began: float) -> Outcome:
     """The task's result; a task lost for good (retries spent) or cancelled is an outcome too."""
     seconds = time.monotonic() - began
     try:
         result = ray.get(ref)
     except ray.exceptions.TaskCancelledError:
-        return Outcome(job.name, 128 + int(signal.SIGTERM), seconds)
+        return Outcome(pack.name, 128 + int(signal.SIGTERM), seconds)
     except ray.exceptions.RayError as error:
         text = str(error).strip().splitlines()
-        return Outcome(job.name, -1, seconds, error=text[-1] if text else type(error).__name__)
-    return Outcome(job.name, int(result["rc"]), seconds)
+        return Outcome(pack.name, -1, seconds, error=text[-1] if text else type(error).__name__)
+    return Outcome(pack.name, int(result["rc"]), seconds)
 
 
-def started(job: Job, submitted: float) -> bool:
-    """Whether the task began (it appends to the run's log; queued tasks have not)."""
+def started(pack: Pack, submitted: float) -> bool:
+    """Whether the task began (it appends to the pack's log; queued tasks have not)."""
     try:
-        return job.log.stat().st_mtime >= submitted
+        return pack.log.stat().st_mtime >= submitted
     except FileNotFoundError:
         return False
 
 
 def run_ray(
-    jobs: list[Job],
+    packs: list[Pack],
     *,
     options: RayOptions,
     ledger: Ledger,
     observer: Observer,
     stop: StopRequest,
 ) -> list[Outcome]:
-    """Run `jobs` as Ray tasks on the connected cluster; see run_local for the contract."""
+    """Run `packs` as Ray tasks on the connected cluster; see run_local for the contract."""
     ray = require_ray()
     wall = time.time()
-    pending = submit(ray, jobs, options)
+    pending = submit(ray, packs, options)
     seen: dict[str, float] = {}
     outcomes, forwarded = [], 0
     while pending:
@@ -165,16 +171,17 @@ def run_ray(
                 ray.cancel(ref)
             forwarded = stop.count
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-        for job, _ in pending.values():
-            if job.name not in seen and started(job, wall):
-                seen[job.name] = time.monotonic()
-                ledger.write("start", job.name, step=newest_step(job.run_dir), backend="ray")
-                observer.started(job, newest_step(job.run_dir))
+        for pack, _ in pending.values():
+            if pack.name not in seen and started(pack, wall):
+                seen[pack.name] = time.monotonic()
+                steps = pack.steps()
+                record_start(ledger, pack, steps, backend="ray")
+                observer.started(pack, steps)
         for ref in ready:
-            job, submitted = pending.pop(ref)
-            outcome = outcome_of(ray, ref, job, seen.get(job.name, submitted))
-            ledger.write("end", job.name, rc=outcome.returncode, backend="ray")
+            pack, submitted = pending.pop(ref)
+            outcome = outcome_of(ray, ref, pack, seen.get(pack.name, submitted))
+            record_end(ledger, pack, outcome, backend="ray")
             outcomes.append(outcome)
-            observer.ended(job, outcome)
+            observer.ended(pack, outcome)
         observer.tick()
     return outcomes

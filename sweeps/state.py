@@ -31,8 +31,14 @@ def sweep_dir(logdir: Path) -> Path:
 
 
 def log_path(logdir: Path, name: str) -> Path:
-    """Where a run's stdout and stderr go (outside the run directory, which train.py creates)."""
+    """Where a process's stdout and stderr go (outside the run directories train.py creates),
+    named after its run or its pack of runs (sweeps.pack)."""
     return sweep_dir(logdir) / f"{name}.log"
+
+
+def launch_line(names: list[str], steps: list[int]) -> str:
+    """`a at step 0, b at step 1000`: where a launch finds each of its runs, for its log."""
+    return ", ".join(f"{name} at step {step}" for name, step in zip(names, steps, strict=True))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+import scipy.stats
 
+import report
 import sweep
 from agents import list_checkpoints
 from sweeps.grid import Run, expand, parse_seeds
@@ -24,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PY = str(ROOT / "train.py")
 NAMES = ["CartPole-v1__dqn__s1", "CartPole-v1__ln__s1", "CartPole-v1__dqn__s2",
          "CartPole-v1__ln__s2"]  # fmt: skip
+PACKED = [f"CartPole-v1__dqn__s{seed}" for seed in range(1, 6)]
 
 
 def grid_args(logdir: Path, *extra: str, variants: str = "dqn,ln", seeds: str = "1,2") -> list[str]:
@@ -36,6 +40,14 @@ def grid_args(logdir: Path, *extra: str, variants: str = "dqn,ln", seeds: str = 
 def run_sweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "sweep.py", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
+
+
+def start_records(logdir: Path) -> list[dict]:
+    return [record for record in Ledger(logdir).records() if record["event"] == "start"]
+
+
+def newest(run_dir: Path) -> int:
+    return int(list_checkpoints(run_dir)[-1].stem.split("_")[1])
 
 
 def starts(logdir: Path) -> dict[str, int]:
@@ -185,6 +197,13 @@ def test_a_ray_sweep_finishes_every_run_once(tmp_path):
         (["--envs", "Pongg"], "Pongg"),
         (["--set", "agent.nolr=1"], "Unknown config key 'agent.nolr'"),
         (["--workers", "0"], "--workers 0"),
+        *[
+            (
+                ["--seeds-per-process", bad],
+                f"--seeds-per-process {bad}: give a whole number of seeds, 1 or more",
+            )
+            for bad in ("0", "-2", "two", "1.5")
+        ],
     ],
 )
 def test_bad_input_is_one_error_line_and_starts_nothing(change, named, tmp_path, capsys):
@@ -283,8 +302,6 @@ def test_a_run_killed_before_its_first_checkpoint_is_kept_across_relaunches(tmp_
 def test_a_resumed_run_gets_the_thread_share_of_this_launch(local_sweep, tmp_path):
     """A run first started with 16 threads (one worker on 16 cores), resumed by a launch that
     shares the cores out one thread a run, runs with 1, not with its old 16."""
-    import shutil
-
     from sweeps.grid import Options
     from sweeps.plan import make_jobs
 
@@ -295,7 +312,7 @@ def test_a_resumed_run_gets_the_thread_share_of_this_launch(local_sweep, tmp_pat
     sets = ("probes.enabled=false", "eval.interval=0")
     options = Options(tmp_path, "classic", None, 4000, sets)
     (job,) = make_jobs(expand(["CartPole-v1"], ["dqn"], [1]), options, threads=1)
-    assert not any(a.startswith("train.threads=") and a != "train.threads=1" for a in job.argv)
+    assert not any(a.startswith("train.threads=") and a != "train.threads=1" for a in job.sets)
 
 
 def test_a_ray_task_forwards_every_cancel_to_its_run_and_returns_its_exit(tmp_path):
@@ -328,7 +345,7 @@ def test_a_ray_task_forwards_every_cancel_to_its_run_and_returns_its_exit(tmp_pa
     try:
         running.set()
         threading.Thread(target=cancel_twice, daemon=True).start()
-        result = execute(argv, str(logdir / name), str(tmp_path / "run.log"))
+        result = execute(argv, [str(logdir / name)], str(tmp_path / "run.log"))
         running.clear()
         time.sleep(0.4)
     finally:
@@ -375,3 +392,88 @@ def test_a_killed_ray_worker_is_retried_by_one_writer_that_resumes_its_final_che
     assert stopped, log
     assert f"resuming {logdir / name} at step {int(stopped.group(1)):,}" in log
     assert int(list_checkpoints(logdir / name)[-1].stem.split("_")[1]) >= 8000
+
+
+def packed_args(logdir: Path, *extra: str, per_process: str = "5") -> list[str]:
+    """Seeds 1-5 of dqn on CartPole, packed into processes of `per_process` seeds."""
+    return grid_args(logdir, "--seeds-per-process", per_process, *extra, variants="dqn",
+                     seeds="1-5")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def packed_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    logdir = tmp_path_factory.mktemp("packed") / "runs"
+    return logdir, run_sweep(*packed_args(logdir))
+
+
+def test_five_seeds_packed_into_one_process_are_five_ordinary_runs_to_the_report(
+    packed_sweep, tmp_path
+):
+    """One train.py process (one pid in the ledger, one shared log) writes five run directories,
+    which the report counts as five seeds of one setting, each scored from its own events."""
+    from test_report import by_hand_final
+
+    logdir, done = packed_sweep
+    assert done.returncode == 0, done.stderr
+    assert "5 to run in 1 process" in done.stderr and "5/5 done, 0 failed" in done.stderr
+    assert sorted(p.name for p in logdir.iterdir() if p.name != ".sweep") == PACKED
+    launched = start_records(logdir)
+    assert [r["run"] for r in launched] == PACKED and len({r["pid"] for r in launched}) == 1
+    assert {r["log"] for r in launched} == {"CartPole-v1__dqn__s1-5.log"}
+    assert {r["run"]: r["rc"] for r in Ledger(logdir).records() if r["event"] == "end"} == (
+        dict.fromkeys(PACKED, 0)
+    )
+    assert all(newest(logdir / name) >= 2000 for name in PACKED)
+    assert report.main([str(logdir), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    label = "dqn [classic / train.total_steps=2000]"
+    runs = sorted(summary["runs"], key=lambda r: r["seed"])
+    assert [(r["name"], r["seed"], r["setting"]) for r in runs] == [
+        (name, seed, label) for seed, name in enumerate(PACKED, start=1)
+    ]
+    assert summary["partial_runs"] == summary["skipped"] == summary["conflicts"] == []
+    finals = [by_hand_final(logdir / name) for name in PACKED]
+    assert [r["final_return"] for r in runs] == pytest.approx(finals, abs=1e-9)
+    entry = summary["aggregates"]["CartPole-v1"]["variants"][label]
+    assert entry["runs"] == 5
+    assert entry["iqm"]["value"] == pytest.approx(scipy.stats.trim_mean(finals, 0.25))
+
+
+def test_rerunning_a_packed_sweep_with_a_larger_budget_resumes_every_seed(packed_sweep, tmp_path):
+    logdir = tmp_path / "runs"
+    shutil.copytree(packed_sweep[0], logdir)
+    reached = {name: newest(logdir / name) for name in PACKED}
+    again = run_sweep(*packed_args(logdir, "--total-steps", "3000"))
+    assert again.returncode == 0, again.stderr
+    resumed = start_records(logdir)[len(PACKED) :]
+    assert {r["run"]: r["step"] for r in resumed} == reached
+    assert len({r["pid"] for r in resumed}) == 1
+    log = (logdir / ".sweep" / "CartPole-v1__dqn__s1-5.log").read_text()
+    for name in PACKED:
+        assert f"resuming {logdir / name} at step {reached[name]:,}" in log
+        assert newest(logdir / name) >= 3000
+    assert not (logdir / ".sweep" / "aside").exists()
+
+
+def test_only_unfinished_runs_are_packed_k_at_a_time_in_seed_order(packed_sweep, capsys):
+    """Seeds 1-5 of dqn are done: dqn's 6-9 and ln's 1-9 are packed three at a time, each
+    (game, variant) apart, and the processes start seed-major, as single runs do."""
+    logdir = packed_sweep[0]
+    argv = grid_args(logdir, "--seeds-per-process", "3", "--dry-run", seeds="1-9")
+    assert sweep.main(argv) == 0
+
+    def command(variant: str, seeds: str) -> str:
+        one = seeds.isdigit()
+        name = f"CartPole-v1__{variant}__s" + (seeds if one else "{seed}")
+        return (f"{sys.executable} {TRAIN_PY} --env CartPole-v1 --variant {variant} "
+                f"{'--seed' if one else '--seeds'} {seeds} --preset classic --total-steps 2000 "
+                f"--set probes.enabled=false --set eval.interval=0 --logdir {logdir} --run-name "
+                + (name if one else f"'{name}'"))  # fmt: skip
+
+    assert capsys.readouterr().out.splitlines() == [
+        command("ln", "1-3"),
+        command("ln", "4-6"),
+        command("dqn", "6-8"),
+        command("ln", "7-9"),
+        command("dqn", "9"),
+    ]
