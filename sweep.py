@@ -137,8 +137,13 @@ class Plan:
     per_process: int
     """The most seeds of one (game, variant) that one train.py process trains."""
 
-    def packs(self, found: list[RunState]) -> list[Pack]:
-        """The processes that run every job not done (`found`: the jobs' states)."""
+    def run_states(self, *, returns: bool = False) -> list[RunState]:
+        """Each job's state now, from its run directory and the ledger (and its last return)."""
+        return states(self.jobs, Ledger(self.options.logdir).last_exit(), returns=returns)
+
+    def packs(self) -> list[Pack]:
+        """The processes that would run every job not done now."""
+        found = self.run_states()
         todo = [job for job, s in zip(self.jobs, found, strict=True) if s.state != "done"]
         return make_packs(todo, self.options, self.per_process)
 
@@ -247,7 +252,7 @@ def launch(args: argparse.Namespace, planned: Plan) -> int:
     """Run every job not yet done; 0 when all are done afterwards. The --logdir is locked first,
     so the runs of a killed launcher finish their last checkpoint before states are read."""
     fd, jobs = lock(Path(args.logdir), on_wait=waiting), planned.jobs
-    packs = planned.packs(states(jobs, Ledger(Path(args.logdir)).last_exit()))
+    packs = planned.packs()
     todo = sum(len(pack.jobs) for pack in packs)
     print(
         f"sweep: {len(jobs)} runs, {len(jobs) - todo} already done, {todo} to run in "
@@ -259,7 +264,7 @@ def launch(args: argparse.Namespace, planned: Plan) -> int:
     stop.install()
     if packs:
         execute(args, packs, planned.workers, stop, fd)
-    after = states(jobs, Ledger(Path(args.logdir)).last_exit())
+    after = planned.run_states()
     counts = {state: sum(s.state == state for s in after) for state in ("done", "failed")}
     left = len(jobs) - counts["done"]
     print(
@@ -276,14 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         planned = plan(args)
-        jobs, last_exit = planned.jobs, Ledger(Path(args.logdir)).last_exit()
         if args.status:
-            print(status_table(states(jobs, last_exit, returns=True)))
-            for line in aside_lines(Path(args.logdir), {job.name for job in jobs}):
+            print(status_table(planned.run_states(returns=True)))
+            for line in aside_lines(Path(args.logdir), {job.name for job in planned.jobs}):
                 print(line)
             return 0
         if args.dry_run:
-            for pack in planned.packs(states(jobs, last_exit)):
+            for pack in planned.packs():
                 print(command_line(list(pack.argv)))
             return 0
         if args.backend == "ray":

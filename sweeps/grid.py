@@ -19,8 +19,8 @@ SEED_FIELD = "{seed}"
 
 
 def run_name(game: str, variant: str, seed: int | str) -> str:
-    """A run directory's name: a function of (game, variant, seed) alone (SEED_FIELD as the seed
-    names every seed of one process)."""
+    """A run directory's name: a function of (game, variant, seed) alone. With seeds ('1-5') it
+    names a process's log (sweeps.pack); with SEED_FIELD, the --run-name of a process's seeds."""
     return f"{game}__{variant}__s{seed}"
 
 

@@ -20,7 +20,7 @@ import scipy.stats
 import report
 import sweep
 from agents import list_checkpoints
-from sweeps.grid import Run, expand, parse_seeds
+from sweeps.grid import Run, expand, format_seeds, parse_seeds
 from sweeps.state import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +81,11 @@ def test_grid_expansion_names_each_run_game_variant_seed():
     assert runs[0] == Run(env="CartPole-v1", game="CartPole-v1", variant="dqn", seed=1)
 
 
+def test_a_seed_list_is_written_as_ranges_that_parse_back():
+    assert format_seeds([1, 2, 3, 5, 7, 8]) == "1-3,5,7-8"
+    assert parse_seeds(format_seeds([1, 2, 3, 5, 7, 8])) == [1, 2, 3, 5, 7, 8]
+
+
 def test_a_local_sweep_finishes_every_run_once(local_sweep):
     logdir, done = local_sweep
     assert done.returncode == 0, done.stderr
@@ -131,13 +136,19 @@ def test_dry_run_prints_the_train_commands_of_unfinished_runs(local_sweep, tmp_p
     assert not fresh.exists()
 
 
-def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(local_sweep, tmp_path):
-    logdir, broken = tmp_path / "runs", "CartPole-v1__dqn__s1"
+def break_run(logdir: Path, finished: Path) -> str:
+    """Seed 1's run directory under `logdir`, with the config of the same run in `finished` and
+    an unreadable checkpoint: train.py refuses it (exit 2). Returns its name."""
+    broken = "CartPole-v1__dqn__s1"
     (logdir / broken).mkdir(parents=True)
-    (logdir / broken / "config.yaml").write_text(
-        (local_sweep[0] / broken / "config.yaml").read_text()
-    )
+    (logdir / broken / "config.yaml").write_text((finished / broken / "config.yaml").read_text())
     (logdir / broken / "ckpt_000000001000.pt").write_bytes(b"not a checkpoint")
+    return broken
+
+
+def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(local_sweep, tmp_path):
+    logdir = tmp_path / "runs"
+    broken = break_run(logdir, local_sweep[0])
     args = grid_args(logdir, "--workers", "2", variants="dqn")
     done = run_sweep(*args)
     assert done.returncode == 1
@@ -353,7 +364,7 @@ def test_a_ray_task_forwards_every_cancel_to_its_run_and_returns_its_exit(tmp_pa
     # 128 + 15 from train.py, or -15 when the second lands after train.py put back the default
     # handlers on its way out: both are a stop after a checkpoint to the sweep (STOPPED).
     assert result["rc"] in (128 + signal.SIGTERM, -signal.SIGTERM), tmp_path / "run.log"
-    assert "SIGTERM: stopped at step" in (tmp_path / "run.log").read_text()
+    assert f"SIGTERM: stopped {logdir / name} at step" in (tmp_path / "run.log").read_text()
 
 
 def python_processes(needle: str) -> list[int]:
@@ -388,7 +399,7 @@ def test_a_killed_ray_worker_is_retried_by_one_writer_that_resumes_its_final_che
     wait_for(lambda: not Path(f"/proc/{first}").exists(), "the first train.py to end", sweeping)
     assert sweeping.wait(timeout=300) == 0, sweeping.stderr.read()
     log = (logdir / ".sweep" / f"{name}.log").read_text()
-    stopped = re.search(r"SIGTERM: stopped at step (\d+)", log)
+    stopped = re.search(rf"SIGTERM: stopped {re.escape(str(logdir / name))} at step (\d+)", log)
     assert stopped, log
     assert f"resuming {logdir / name} at step {int(stopped.group(1)):,}" in log
     assert int(list_checkpoints(logdir / name)[-1].stem.split("_")[1]) >= 8000
@@ -455,6 +466,27 @@ def test_rerunning_a_packed_sweep_with_a_larger_budget_resumes_every_seed(packed
     assert not (logdir / ".sweep" / "aside").exists()
 
 
+def test_the_exit_status_of_a_failed_process_is_each_of_its_runs(packed_sweep, tmp_path):
+    """Seed 1's unreadable checkpoint stops the process of seeds 1-2 at its start: both runs
+    end in its exit status, so both are failed, and the error is shown once, from their log."""
+    logdir = tmp_path / "runs"
+    broken = break_run(logdir, packed_sweep[0])
+    args = packed_args(logdir, "--seeds", "1,2", per_process="2")
+    done = run_sweep(*args)
+    assert done.returncode == 1
+    log = logdir / ".sweep" / "CartPole-v1__dqn__s1-2.log"
+    assert f"FAILED CartPole-v1__dqn__s1-2 (exit 2); end of {log}:" in done.stderr
+    assert done.stderr.count("    error:") == 1 and broken in log.read_text()
+    assert "0/2 done, 2 failed" in done.stderr
+    ends = [(r["run"], r["rc"]) for r in Ledger(logdir).records() if r["event"] == "end"]
+    assert ends == [(broken, 2), ("CartPole-v1__dqn__s2", 2)]
+    status = run_sweep(*args, "--status").stdout.splitlines()
+    assert [row.split()[:2] for row in status[1:]] == [
+        [broken, "failed"],
+        ["CartPole-v1__dqn__s2", "failed"],
+    ]
+
+
 def test_only_unfinished_runs_are_packed_k_at_a_time_in_seed_order(packed_sweep, capsys):
     """Seeds 1-5 of dqn are done: dqn's 6-9 and ln's 1-9 are packed three at a time, each
     (game, variant) apart, and the processes start seed-major, as single runs do."""
@@ -477,3 +509,24 @@ def test_only_unfinished_runs_are_packed_k_at_a_time_in_seed_order(packed_sweep,
         command("ln", "7-9"),
         command("dqn", "9"),
     ]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the [ray] extra is absent")
+def test_a_ray_task_trains_a_pack_of_seeds_in_one_process(tmp_path):
+    """K = 2 on Ray: seeds 1-2 of dqn are one task, whose one train.py writes both runs; the
+    ledger still has a start and an end for each run, naming the log they share."""
+    logdir, names = tmp_path / "runs", PACKED[:2]
+    args = grid_args(logdir, "--backend", "ray", "--address", "local", "--seeds-per-process", "2",
+                     variants="dqn")  # fmt: skip
+    done = run_sweep(*args)
+    assert done.returncode == 0, done.stderr
+    assert "2 to run in 1 process on Ray" in done.stderr
+    assert [(r["run"], r["log"], r["backend"]) for r in start_records(logdir)] == [
+        (name, "CartPole-v1__dqn__s1-2.log", "ray") for name in names
+    ]
+    ends = [(r["run"], r["rc"]) for r in Ledger(logdir).records() if r["event"] == "end"]
+    assert ends == [(name, 0) for name in names]
+    log = (logdir / ".sweep" / "CartPole-v1__dqn__s1-2.log").read_text()
+    assert log.count("# sweep: ray task on ") == 1
+    for name in names:
+        assert f"checkpoint {logdir / name}/ckpt_" in log and newest(logdir / name) >= 2000
