@@ -243,27 +243,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check_seeds_combine(config: Config, seeds: int) -> None:
-    """Refuse, for several seeds in one process, the options the stacked networks cannot follow,
-    each by name and why."""
-    if seeds == 1:
-        return
-    refused = {
-        "interventions.inject": (
-            config.interventions.inject.enabled,
-            "it changes the network's structure mid-run, which the seeds' stacked parameters "
-            "cannot follow",
-        ),
-        "train.compile": (
-            config.train.compile,
-            "the seeds' stacked forward is not compiled; train seeds separately to compile",
-        ),
-    }
-    for key, (on, why) in refused.items():
-        if on:
-            raise UserError(f"{key} cannot be used with --seeds naming {seeds} seeds: {why}.")
-
-
 def warn_emulated_bf16(config: Config) -> None:
     """One line when bf16 autocast is asked for on a CPU that would emulate it."""
     on_cpu = resolve_device(config.train.device).type == "cpu"
@@ -308,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
                 if checkpoint is not None:
                     print(f"resuming {run_dir} at step {checkpoint['step']:,}", file=sys.stderr)
             config = launches[0][0]
-            check_seeds_combine(config, len(launches))
             warn_emulated_bf16(config)
             warn_unclipped_support(config)
             try:

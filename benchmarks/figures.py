@@ -298,8 +298,7 @@ def host_breakdown(
             batch = replay.sample(a.batch_size)
             parts = {
                 "act": timed(lambda: agent.act(obs, 0.0), repeats, clock=clock) / num_envs,
-                "env_step": timed(lambda: env.step(actions), repeats, clock=clock)
-                / num_envs,
+                "env_step": timed(lambda: env.step(actions), repeats, clock=clock) / num_envs,
                 "replay_add": timed(
                     lambda: replay.add(obs, actions, rewards, next_obs, terminated, truncated),
                     repeats,

@@ -143,6 +143,37 @@ def test_kill_9_at_random_moments_loses_no_step(tmp_path):
     check_each_step_logged_once(scalars(run_dir), total)
 
 
+def test_kill_9_of_a_three_seed_process_and_resume_loses_no_step(tmp_path):
+    """Three seeds in one process (--seeds 1-3), killed three times after a new checkpoint of
+    any seed, relaunched alternately by the same command and by --resume of one seed: every seed
+    reaches the budget, its newest checkpoint loads, and each of its log steps is read back
+    exactly once. The seeds' checkpoints fall at different moments (each counts its own steps),
+    so a kill leaves them at different steps, and each resumes from its own."""
+    rng = random.Random(3)
+    total = 3_000
+    runs = [tmp_path / f"r{seed}" for seed in (1, 2, 3)]
+    command = classic(tmp_path, total, "--seeds", "1-3", "--set", "train.checkpoint_interval=300")
+    command[command.index("--run-name") + 1] = "r{seed}"
+    for kill in range(3):
+        saved = [run for run in runs if run.exists() and list_checkpoints(run)]
+        args = command if kill % 2 == 0 else ["--resume", str(saved[-1])]
+        before = {run: set(list_checkpoints(run)) if run.exists() else set() for run in runs}
+        proc = start(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        new = lambda: any(set(list_checkpoints(r)) - before[r] for r in runs if r.exists())  # noqa: B023, E731
+        wait_for(new, 90, "a new checkpoint", proc)
+        time.sleep(rng.uniform(0.0, 0.5))
+        proc.kill()
+        proc.wait()
+        for run in runs:  # the newest checkpoint of each seed that has one always loads
+            if list_checkpoints(run):
+                assert load_checkpoint(list_checkpoints(run)[-1])["step"] < total
+    result = run_cli(["--resume", str(runs[0])], timeout=180)
+    assert result.returncode == 0, result.stderr
+    for run in runs:
+        assert load_checkpoint(list_checkpoints(run)[-1])["step"] >= total
+        check_each_step_logged_once(scalars(run), total)
+
+
 def logged_past_checkpoint(run_dir: Path) -> bool:
     """Whether an event file holds a log step past the newest checkpoint's step."""
     newest = int(list_checkpoints(run_dir)[-1].stem.removeprefix("ckpt_"))

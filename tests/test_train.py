@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from networks import NoisyLinear
 from networks.init import reset_all
 from replay import Batch, PrioritizedReplayBuffer, ReplayBuffer
 from training import SeedRun
+from training.launch import check_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -262,7 +263,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "Traceback" not in err and "SIGTERM: stopped at step" in err
+    assert "Traceback" not in err and f"SIGTERM: stopped {only_run(tmp_path)} at step" in err
     last = load_checkpoint(list_checkpoints(only_run(tmp_path))[-1])
     assert last["step"] > 400 and f"--resume {only_run(tmp_path)}" in err
 
@@ -278,6 +279,13 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
         (["--variant", "c51+hl_gauss"], r"'c51' and 'hl_gauss' clash"),
         (["--resume", "/nonexistent/run"], r"/nonexistent/run does not exist"),
         (["--seed", "-3"], r"train.seed = -3 is impossible"),
+        (["--seeds", "1-3", "--seed", "2"], r"--seeds and --seed were both given"),
+        (["--seeds", "4-2"], r"--seeds '4-2': '4-2' is an empty range"),
+        (["--seeds", "1,,2"], r"--seeds '1,,2' has an empty item"),
+        (["--seeds", "1,x"], r"'x' is not a seed"),
+        (["--seeds", "1,2,1"], r"names a seed twice"),
+        (["--seeds", "1-2", "--run-name", "job"], r"put \{seed\} in it"),
+        (["--seeds", "1-2", "--variant", "inject"], r"interventions.inject cannot be used with"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, message, tmp_path):
@@ -776,3 +784,63 @@ def test_one_process_writes_a_run_directory_at_a_time(tmp_path):
                 proc.wait(timeout=60)
     assert second.returncode == 128 + signal.SIGTERM, logs[1].read_text()
     assert "Traceback" not in logs[0].read_text() + logs[1].read_text()
+
+
+# many seeds in one process ------------------------------------------------------------------
+
+
+def test_replay_buffers_beyond_the_available_memory_are_refused_with_the_figure(tmp_path):
+    """check_memory reads MemAvailable (here from a file of 1 GiB): 3 CartPole seeds of 20M
+    transitions need 3 x 20M x (4 float32 + int32 action + float32 reward + uint8 flags =
+    25 bytes) = 1.397 GiB."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 2097152 kB\nMemAvailable: 1048576 kB\n")
+    config = configs.resolve(preset="classic", assignments=["replay.capacity=20000000"])
+    seeds = [replace(config, train=replace(config.train, seed=s)) for s in (1, 2, 3)]
+    with pytest.raises(configs.UserError) as refused:
+        check_memory(seeds, meminfo=meminfo)
+    message = str(refused.value)
+    assert "3 seed(s) need 1.4 GiB of replay buffers (0.47 GiB each" in message
+    assert "1.0 GiB of memory is available" in message and "(at most 2)" in message
+    check_memory(seeds[:2], meminfo=meminfo)  # 0.93 GiB fits
+
+
+def test_a_three_seed_run_writes_three_ordinary_runs_and_resumes_them_all(tmp_path):
+    """--seeds 1-3 --run-name r{seed}: three run directories, each an ordinary run (its config,
+    events, checkpoints naming the seeds trained with it); --resume of one resumes all three."""
+    argv = ["--env", "CartPole-v1", "--preset", "classic", "--logdir", str(tmp_path),
+            "--set", "probes.enabled=false", "--set", "eval.interval=0",
+            "--set", "agent.learning_starts=200",
+            "--set", "train.checkpoint_interval=300"]  # fmt: skip
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert (
+            train.main([*argv, "--seeds", "1-3", "--run-name", "r{seed}", "--total-steps", "600"])
+            == 0
+        )
+    group = [{"run": f"r{s}", "seed": s} for s in (1, 2, 3)]
+    for seed in (1, 2, 3):
+        run_dir = tmp_path / f"r{seed}"
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["train"]["seed"] == seed
+        checkpoint = load_checkpoint(list_checkpoints(run_dir)[-1])
+        assert checkpoint["step"] >= 600 and checkpoint["seed_group"] == group
+        assert checkpoint["config"]["train"]["seed"] == seed
+        events = EventAccumulator(str(run_dir))
+        events.Reload()
+        assert events.Scalars("losses/td_loss")
+    # Each seed's own stream: the three runs learned differently.
+    finals = [load_checkpoint(list_checkpoints(tmp_path / f"r{s}")[-1]) for s in (1, 2, 3)]
+    weights = [f["agent"]["online"]["head.out.weight"] for f in finals]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert train.main(["--resume", str(tmp_path / "r2"), "--total-steps", "900"]) == 0
+    for seed in (1, 2, 3):
+        assert f"resuming {tmp_path / f'r{seed}'} at step" in err.getvalue()
+        assert load_checkpoint(list_checkpoints(tmp_path / f"r{seed}")[-1])["step"] >= 900
+        assert (
+            yaml.safe_load((tmp_path / f"r{seed}" / "config.yaml").read_text())["train"][
+                "total_steps"
+            ]
+            == 900
+        )

@@ -68,6 +68,7 @@ def new_runs(args: argparse.Namespace, owned: ExitStack) -> list[Launch]:
             "each seed's number replaces."
         )
     configs_by_seed = [with_seed(config, seed) for seed in seeds]
+    check_seeds_combine(config, len(seeds))
     check_memory(configs_by_seed)
     return [new_run(c, args, owned) for c in configs_by_seed]
 
@@ -169,6 +170,27 @@ def resumed_config(args: argparse.Namespace, checkpoint: dict, run_dir: Path) ->
     resolve_device(config.train.device)
     write_config(run_dir, configs.to_dict(config))
     return config
+
+
+def check_seeds_combine(config: Config, seeds: int) -> None:
+    """Refuse, for several seeds in one process, the options the stacked networks cannot follow,
+    each by name and why."""
+    if seeds == 1:
+        return
+    refused = {
+        "interventions.inject": (
+            config.interventions.inject.enabled,
+            "it changes the network's structure mid-run, which the seeds' stacked parameters "
+            "cannot follow",
+        ),
+        "train.compile": (
+            config.train.compile,
+            "the seeds' stacked forward is not compiled; train seeds separately to compile",
+        ),
+    }
+    for key, (on, why) in refused.items():
+        if on:
+            raise UserError(f"{key} cannot be used with --seeds naming {seeds} seeds: {why}.")
 
 
 def check_memory(seeds: list[Config], meminfo: Path = Path("/proc/meminfo")) -> None:
