@@ -51,7 +51,7 @@ class Trainer:
             for run in self.runs:
                 run.extra = {SEED_GROUP: names}
         self.active = [r for r in self.runs if not r.done]
-        self.group = SeedGroup([r.agent for r in self.active])
+        self.group = self.regroup()
         self.stop_signal: int | None = None
         self.closing = self.abandoned = False
 
@@ -126,8 +126,11 @@ class Trainer:
             for run in finished:
                 self.save(run)
             self.active = [r for r in self.active if not r.done]
-            if self.active:
-                self.group = SeedGroup([r.agent for r in self.active])
+            self.group = self.regroup()
+
+    def regroup(self) -> SeedGroup | None:
+        """The group of the seeds still training (None once all reached their budgets)."""
+        return SeedGroup([r.agent for r in self.active]) if self.active else None
 
     def save(self, run: SeedRun) -> Path:
         """A seed's checkpoint, naming the seeds trained with it (so --resume resumes them all)."""

@@ -176,7 +176,7 @@ class Stacked:
         self, members: Sequence[nn.Module], *, single: Callable[[Tensor], Tensor] | None = None
     ) -> None:
         self.members = list(members)
-        self.single = single or self.members[0]
+        self.single = single if single is not None else self.members[0]
         self.restack()
 
     def __len__(self) -> int:

@@ -12,7 +12,7 @@ import pytest
 import configs
 import probes.schedule
 from agents import build_agent, resolve_device
-from agents.dqn import DQNAgent
+from agents.group import SeedGroup
 from benchmarks import figures
 from benchmarks.__main__ import table, verdict
 from envs import make_env
@@ -68,9 +68,9 @@ def test_loop_figures_run_on_the_training_code(monkeypatch):
     config = configs.resolve(preset="classic", assignments=sets)
     assert (config.env.num_envs, config.agent.train_interval) == (4, 2)
     clock = WorkClock()
-    clock.charge(monkeypatch, DQNAgent, "act", 0.001)
+    clock.charge(monkeypatch, SeedGroup, "act", 0.001)
     clock.charge(monkeypatch, gym.vector.SyncVectorEnv, "step", 0.003)
-    clock.charge(monkeypatch, DQNAgent, "update", 0.005)
+    clock.charge(monkeypatch, SeedGroup, "update", 0.005)
     # A 3 ms vector step serves 4 envs (no acting in the raw figure).
     assert figures.env_sps_raw(config, 200, clock=clock) == pytest.approx(4 / 0.003)
     ups = figures.learner_ups_raw({"mse": config}, updates=10, rounds=2, clock=clock)
@@ -113,11 +113,11 @@ def test_host_breakdown_adds_the_host_parts_and_bounds_steps_per_second(monkeypa
     config = configs.resolve(preset="classic", assignments=["agent.learning_starts=200"])
     assert (config.env.num_envs, config.agent.train_interval) == (4, 2)
     clock = WorkClock()  # a cost per call, each twice the last: a part timing two calls shows it
-    clock.charge(monkeypatch, DQNAgent, "act", 0.001)
+    clock.charge(monkeypatch, SeedGroup, "act", 0.001)
     clock.charge(monkeypatch, gym.vector.SyncVectorEnv, "step", 0.002)
     clock.charge(monkeypatch, ReplayBuffer, "add", 0.004)
     clock.charge(monkeypatch, ReplayBuffer, "sample", 0.008)
-    clock.charge(monkeypatch, DQNAgent, "update", 0.016)
+    clock.charge(monkeypatch, SeedGroup, "update", 0.016)
     parts = figures.host_breakdown(config, repeats=5, clock=clock)
     # µs per agent step: acting, the env step and the add serve 4 envs a call; a sample and an
     # update come once every train_interval = 2 agent steps.

@@ -102,7 +102,7 @@ class SeedRun:
         and updates wait for learning_starts more steps."""
         epsilon = self.agent.epsilon(self.step)
         print(
-            f"Resuming {self.run_dir} at step {self.step:,} with an empty replay buffer (the "
+            f"Resuming at step {self.step:,} with an empty replay buffer ({self.run_dir}: its "
             f"checkpoint holds no replay contents; replay.save_contents=true saves them): it "
             f"refills acting at epsilon {epsilon:g}, and updates resume at step "
             f"{self.learning_starts:,}.",
