@@ -16,6 +16,7 @@ import argparse
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from agents.checkpoint import CheckpointWriteError, NonFiniteError
 from agents.group import SeedGroup
 from agents.losses import is_categorical
 from configs import Config, UserError
+from probes.schedule import crossed
 from training.launch import SEED_GROUP, new_runs, resumed_runs
 from training.seed_run import SeedRun
 
@@ -52,6 +54,9 @@ class Trainer:
                 run.extra = {SEED_GROUP: names}
         self.active = [r for r in self.runs if not r.done]
         self.group = self.regroup()
+        self.diverged: dict[SeedRun, str] = {}
+        """Seeds stopped by a NaN or Inf, with the error; the others train on."""
+        self.bar: tqdm | None = None  # run()'s progress bar
         self.stop_signal: int | None = None
         self.closing = self.abandoned = False
 
@@ -59,7 +64,7 @@ class Trainer:
         """Train every seed to total_steps (or a signal), checkpoint, and return the exit status."""
         error = None
         previous = {sig: signal.signal(sig, self.request_stop) for sig in STOP_SIGNALS}
-        bar = tqdm(
+        self.bar = bar = tqdm(
             total=sum(r.config.train.total_steps for r in self.runs),
             initial=self.steps(),
             unit="step",
@@ -111,7 +116,7 @@ class Trainer:
                 self.group.restack()
         for run in self.active:
             if run.boundary_ahead():
-                run.agent.check_finite(run.step)
+                self.guard(run, lambda r=run: r.agent.check_finite(r.step))
 
     def periodic(self) -> None:
         """Target updates, then each seed's logs, probes, evaluations and checkpoints due; a seed
@@ -120,13 +125,40 @@ class Trainer:
         if due:
             self.group.sync_target(due)
         for run in self.active:
-            run.periodic()
-        finished = [r for r in self.active if r.done]
-        if finished:
-            for run in finished:
-                self.save(run)
-            self.active = [r for r in self.active if not r.done]
+            self.guard(run, run.periodic)
+            if run.done:
+                self.guard(run, lambda r=run: self.save(r))
+        self.leave()
+        self.show_progress()
+
+    def guard(self, run: SeedRun, work: Callable[[], object]) -> None:
+        """One seed's work; a seed that diverged (NonFiniteError: a NaN or Inf in its TD loss or
+        parameters) is stopped alone, said in one line, and never checkpointed again, while the
+        other seeds train on (the process then exits 2). It leaves the group after this
+        iteration (Trainer.leave), its envs having been stepped."""
+        if run in self.diverged:
+            return
+        try:
+            work()
+        except NonFiniteError as error:
+            self.diverged[run] = f"{error} ({run.run_dir})"
+            print(f"error: {self.diverged[run]}", file=sys.stderr)
+
+    def leave(self) -> None:
+        """Regroup without the seeds that finished or diverged."""
+        staying = [r for r in self.active if not r.done and r not in self.diverged]
+        if len(staying) < len(self.active):
+            self.active = staying
             self.group = self.regroup()
+
+    def show_progress(self) -> None:
+        """The bar's postfix at the first seed's log boundaries: its steps/s and last return."""
+        first = self.runs[0]
+        if self.bar is not None and crossed(
+            first.config.train.log_interval, first.before, first.step
+        ):
+            score = "-" if first.last_score is None else f"{first.last_score:g}"
+            self.bar.set_postfix_str(f"sps={first.last_sps:.0f} return={score}", refresh=False)
 
     def regroup(self) -> SeedGroup | None:
         """The group of the seeds still training (None once all reached their budgets)."""
@@ -168,8 +200,10 @@ class Trainer:
         if self.abandoned or isinstance(error, NO_CRASH_SAVE):
             return
         for run in self.runs:
+            if run in self.diverged:
+                continue
             if error is None:
-                self.save(run)
+                self.guard(run, lambda r=run: self.save(r))
                 continue
             try:
                 self.save(run)
@@ -198,6 +232,8 @@ class Trainer:
                 )
             print(f"Resume with: python train.py --resume {self.runs[0].run_dir}", file=sys.stderr)
             return 128 + self.stop_signal
+        if self.diverged:
+            return 2
         for run in self.runs:
             print(
                 f"Done: {run.step} steps; checkpoint {run.saved_path}; TensorBoard: tensorboard "

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from agents.checkpoint import NonFiniteError
 from agents.losses import Metrics, make_loss
 from configs.schema import AgentConfig
+from envs import derived_seed
 from networks import NoiseSampler, QNetwork
 from networks.roles import regularized
 from replay import Batch
@@ -77,6 +78,7 @@ class DQNAgent:
         # Noisy nets: fresh noise for every acting step and every update (Fortunato et al. 2018),
         # from the agent's own generator, so that seeds sharing a process keep their streams;
         # both are no-ops for a network without noisy layers.
+        self.seed = seed
         self.noise = torch.Generator(device).manual_seed(seed)
         self.acting_noise = NoiseSampler(self.online, generator=self.noise)
         self.learning_noise = NoiseSampler(self.online, self.target, generator=self.noise)
@@ -233,6 +235,7 @@ class DQNAgent:
             "updates": self.updates,
             "rng": self.rng.bit_generator.state,
             "anchors": self.anchors,  # regen's θ⁰ by parameter name ({} without regen)
+            "noise": self.noise.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -241,6 +244,10 @@ class DQNAgent:
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = int(state["updates"])
         self.rng.bit_generator.state = state["rng"]
+        if "noise" in state:
+            self.noise.set_state(state["noise"].cpu())
+        else:  # saved before the agent had its own generator: fresh draws, not step 0's again
+            self.noise.manual_seed(derived_seed(self.seed, self.updates))
         saved = state.get("anchors", {})
         if isinstance(saved, list):  # saved before anchors had names: every parameter of more
             # than one dimension, in order, was anchored then (norm gains too, dropped below)

@@ -12,12 +12,11 @@ so every member follows its single-seed run, up to float rounding.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.linalg import vector_norm
 from torch.optim import adam
 
@@ -62,8 +61,11 @@ def clip_member_grads(grads: Sequence[Tensor], max_norm: float) -> Tensor:
     """Each member's global gradient norm ‖g_k‖ = √(Σ_i ‖g_{k,i}‖²) [K], after scaling member k's
     gradients by min(1, max_norm / (‖g_k‖ + 1e-6)) when max_norm > 0: torch's clip_grad_norm_
     per member."""
-    norms = member_sums([vector_norm(g, dim=tuple(range(1, g.ndim))).square() for g in grads])
-    norms = norms.sqrt()  # every stacked gradient has a member axis and at least one more
+    if grads and len(grads[0]) == 1:  # one member: torch's fused norm, as a plain network's
+        norms = nn.utils.get_total_norm([g[0] for g in grads]).reshape(1)
+    else:  # every stacked gradient has a member axis and at least one more
+        norms = member_sums([vector_norm(g, dim=tuple(range(1, g.ndim))).square() for g in grads])
+        norms = norms.sqrt()
     if max_norm > 0:
         scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
@@ -88,6 +90,7 @@ class SeedGroup:
         )
         self.anchor_stack: dict[str, Tensor] = {}
         self.regularized_names: list[str] | None = None
+        self.grids: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
         self.adam_lists: dict[tuple[int, ...], list[tuple[list[str], list[list[Tensor]]]]] = {}
 
     def __len__(self) -> int:
@@ -108,13 +111,12 @@ class SeedGroup:
         """[K, E] actions for [K, E, ...] observations: each member draws its ε-greedy choices
         from its own stream, as its single-seed run would, and the greedy ones come from one
         forward pass over every member's observations."""
-        draws = [
-            m.explore(len(o), eps) for m, o, eps in zip(self.members, obs, epsilons, strict=True)
-        ]
-        explore = np.stack([e for e, _ in draws])
-        actions = np.stack([a for _, a in draws])
-        for m in self.members:  # fresh acting noise for every step (no-op without noisy layers)
-            m.acting_noise.resample()
+        envs = obs.shape[1]
+        explore = np.empty((len(self.members), envs), dtype=bool)
+        actions = np.empty((len(self.members), envs), dtype=np.int64)
+        for k, (member, epsilon) in enumerate(zip(self.members, epsilons, strict=True)):
+            explore[k], actions[k] = member.explore(envs, epsilon)
+            member.acting_noise.resample()  # fresh noise every step (no-op without noisy layers)
         if explore.all():
             return actions
         obs_t = torch.from_numpy(obs).to(self.device, non_blocking=True)
@@ -175,8 +177,7 @@ class SeedGroup:
         everyone = list(range(len(self.members)))
         taking = everyone if taking is None else list(taking)
         c, metrics = self.config, {}
-        trainable = self.online.trainable()
-        named = self.regularized(trainable) if c.l2 > 0 or c.regen > 0 else {}
+        named = self.regularized(self.online.trainable()) if c.l2 > 0 or c.regen > 0 else {}
         if c.l2 > 0:
             losses = losses + c.l2 * l2_penalties(list(named.values()))
         if c.regen > 0:
@@ -200,11 +201,13 @@ class SeedGroup:
         mask[taking] = 1.0
         return mask
 
-    @functools.cache  # noqa: B019 - one entry per (members, batch size); the group lives long
     def grid(self, members: int, size: int) -> tuple[Tensor, Tensor]:
-        """Index tensors [K, 1] and [1, B] that pick each member's row of a [K, B, A] output."""
-        seeds = torch.arange(members, device=self.device)[:, None]
-        return seeds, torch.arange(size, device=self.device)[None]
+        """Index tensors [K, 1] and [1, B] that pick each member's row of a [K, B, A] output
+        (made once per shape)."""
+        if (members, size) not in self.grids:
+            seeds = torch.arange(members, device=self.device)[:, None]
+            self.grids[members, size] = seeds, torch.arange(size, device=self.device)[None]
+        return self.grids[members, size]
 
     def regularized(self, trainable: dict[str, Tensor]) -> dict[str, Tensor]:
         """The stacks of the parameters L2 and regen act on now (networks.roles, read from the
@@ -248,13 +251,13 @@ class SeedGroup:
                 steps,
                 fused=settings["fused"],
                 decoupled_weight_decay=settings["decoupled_weight_decay"],
-                amsgrad=False,
+                amsgrad=False,  # make_optimizer never sets it (it needs a third moment list)
                 beta1=beta1,
                 beta2=beta2,
                 lr=settings["lr"],
                 weight_decay=settings["weight_decay"],
                 eps=settings["eps"],
-                maximize=False,
+                maximize=settings["maximize"],
             )
         for k in taking:
             self.members[k].updates += 1

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from configs.errors import UserError
 from networks.noisy import NoisyLinear
 
 
@@ -142,9 +143,10 @@ def member_layer(stacked: Stacked, prefix: str, module: nn.Module) -> nn.Module:
         return MemberLayerNorm(stacked, prefix, module)
     if isinstance(module, nn.Conv2d):
         return MemberConv2d(stacked, prefix, module)
-    raise TypeError(
+    raise UserError(
         f"{type(module).__name__} ({prefix.rstrip('.')}) has no member-axis form in "
-        "networks.stacked, so several seeds cannot share a process with it; add one there"
+        "networks.stacked, so several seeds cannot share a process with it: train them "
+        "separately (--seed), or add one there."
     )
 
 

@@ -147,6 +147,21 @@ def test_state_dict_round_trip_restores_weights_optimizer_and_rng():
     assert copy.updates == agent.updates == 2
 
 
+def test_a_resumed_noisy_agent_draws_the_noise_an_uninterrupted_one_would():
+    """The noise generator's state is in the checkpoint: after a round trip both agents draw the
+    same ε, and a fresh agent of the same seed (a resume that restored nothing) would not."""
+    agent = agent_for("rainbow")
+    for _ in range(3):
+        agent.update(batch(reward=1.0))
+    resumed, fresh = agent_for("rainbow"), agent_for("rainbow")
+    resumed.load_state_dict(agent.state_dict())
+    for a in (agent, resumed, fresh):
+        a.learning_noise.resample()
+    layer = "head.advantage.fc.eps_out"
+    draws = [dict(a.online.named_buffers())[layer] for a in (agent, resumed, fresh)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
 def seeded_agent(variant: str, *assignments: str) -> DQNAgent:
     torch.manual_seed(0)
     return agent_for(variant, *assignments)

@@ -795,14 +795,18 @@ def test_replay_buffers_beyond_the_available_memory_are_refused_with_the_figure(
     25 bytes) = 1.397 GiB."""
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal: 2097152 kB\nMemAvailable: 1048576 kB\n")
-    config = configs.resolve(preset="classic", assignments=["replay.capacity=20000000"])
+    sets = ["replay.capacity=20000000", "train.total_steps=30000000"]
+    config = configs.resolve(preset="classic", assignments=sets)
     seeds = [replace(config, train=replace(config.train, seed=s)) for s in (1, 2, 3)]
     with pytest.raises(configs.UserError) as refused:
         check_memory(seeds, meminfo=meminfo)
     message = str(refused.value)
-    assert "3 seed(s) need 1.4 GiB of replay buffers (0.47 GiB each" in message
+    assert "3 seed(s) need 1.4 GiB of replay buffers (0.47 GiB each for 20,000,000" in message
     assert "1.0 GiB of memory is available" in message and "(at most 2)" in message
     check_memory(seeds[:2], meminfo=meminfo)  # 0.93 GiB fits
+    # A budget of 10M steps fills half of each buffer: 3 x 0.23 GiB fit.
+    short = [replace(s, train=replace(s.train, total_steps=10_000_000)) for s in seeds]
+    check_memory(short, meminfo=meminfo)
 
 
 def test_a_three_seed_run_writes_three_ordinary_runs_and_resumes_them_all(tmp_path):
@@ -844,3 +848,47 @@ def test_a_three_seed_run_writes_three_ordinary_runs_and_resumes_them_all(tmp_pa
             ]
             == 900
         )
+
+
+def test_a_finished_run_rerun_by_the_same_command_just_says_done(tmp_path):
+    argv = ["--env", "CartPole-v1", "--preset", "classic", "--logdir", str(tmp_path),
+            "--total-steps", "400", "--run-name", "r{seed}", "--seeds", "1-2",
+            "--set", "probes.enabled=false", "--set", "eval.interval=0"]  # fmt: skip
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert train.main(argv) == 0
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert train.main(argv) == 0  # a requeued job: nothing left to train
+    assert err.getvalue().count("Done: ") == 2 and "Traceback" not in err.getvalue()
+
+
+def test_a_seed_that_diverges_stops_alone_and_the_others_train_on(tmp_path):
+    """Seed 2's parameters poisoned in place (through its module, a view of the stacks): it stops
+    at the next boundary with one error line naming its run, never saves the NaN, and seed 1
+    reaches its budget; the process exits 2."""
+    config = configs.resolve(
+        preset="classic",
+        assignments=[
+            "probes.enabled=false",
+            "eval.interval=0",
+            "train.total_steps=1200",
+            "agent.learning_starts=200",
+            "train.checkpoint_interval=400",
+        ],  # fmt: skip
+    )
+    launches = [
+        (replace(config, train=replace(config.train, seed=s)), tmp_path / f"s{s}", None)
+        for s in (1, 2)
+    ]
+    for _, run_dir, _ in launches:
+        run_dir.mkdir()
+    trainer = train.Trainer(launches)
+    with torch.no_grad():
+        trainer.runs[1].agent.online.head.out.weight[0, 0] = float("nan")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert trainer.run() == 2
+    line = r"^error: (?:td_loss|parameter \S+) is nan at step \d+ .*\((\S+)\)$"
+    assert re.findall(line, err.getvalue(), re.M) == [str(tmp_path / "s2")], err.getvalue()
+    assert list_checkpoints(tmp_path / "s2") == []
+    assert load_checkpoint(list_checkpoints(tmp_path / "s1")[-1])["step"] >= 1200

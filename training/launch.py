@@ -70,14 +70,14 @@ def new_runs(args: argparse.Namespace, owned: ExitStack) -> list[Launch]:
     configs_by_seed = [with_seed(config, seed) for seed in seeds]
     check_seeds_combine(config, len(seeds))
     check_memory(configs_by_seed)
-    return [new_run(c, args, owned) for c in configs_by_seed]
+    return commit([new_run(c, args, owned) for c in configs_by_seed])
 
 
 def new_run(config: Config, args: argparse.Namespace, owned: ExitStack) -> Launch:
     """One seed's run directory and the checkpoint to resume (None for a new run). A
     `--run-name` directory that holds checkpoints is resumed (a requeued job reruns the same
-    command) if the flags agree; one that holds none has what it holds set aside, kept, and the
-    run starts again under its name."""
+    command) if the flags agree; one that holds none starts again under its name (`commit`
+    sets what it holds aside)."""
     if args.run_name:
         run_dir = Path(args.logdir) / args.run_name.replace(SEED_FIELD, str(config.train.seed))
         return named_run(config, run_dir, owned)
@@ -87,30 +87,36 @@ def new_run(config: Config, args: argparse.Namespace, owned: ExitStack) -> Launc
         Path(args.logdir) / f"{name}__{config.variant}__s{config.train.seed}__{stamp}"
     )
     owned.callback(os.close, hold(run_dir))
-    write_config(run_dir, configs.to_dict(config))
     return config, run_dir, None
 
 
 def named_run(config: Config, run_dir: Path, owned: ExitStack) -> Launch:
-    """A run directory given by name: resumed when it holds checkpoints (refused when they are
-    of another config), otherwise started afresh with whatever it holds set aside."""
+    """A run directory given by name, locked: resumed when it holds checkpoints (refused when
+    they are of another config or a budget below their step), otherwise a new run."""
     owned.callback(os.close, hold(run_dir, create=True))
-    if list_checkpoints(run_dir):
-        _, checkpoint = load_latest(run_dir, on_skip=warn_skipped)
-        saved = configs.from_dict(checkpoint["config"])
-        check_same_run(config, saved, run_dir)
-        check_budget(config, saved, int(checkpoint["step"]), run_dir)
-        write_config(run_dir, configs.to_dict(config))  # this launch's budget
-        return config, run_dir, checkpoint
-    if holds_anything(run_dir):
-        aside = set_aside(run_dir)
-        print(
-            f"{run_dir} held no checkpoint: the run starts again from step 0, and what the "
-            f"earlier attempt wrote is kept in {aside}.",
-            file=sys.stderr,
-        )
-    write_config(run_dir, configs.to_dict(config))
-    return config, run_dir, None
+    if not list_checkpoints(run_dir):
+        return config, run_dir, None
+    _, checkpoint = load_latest(run_dir, on_skip=warn_skipped)
+    saved = configs.from_dict(checkpoint["config"])
+    check_same_run(config, saved, run_dir)
+    check_budget(config, saved, int(checkpoint["step"]), run_dir)
+    return config, run_dir, checkpoint
+
+
+def commit(launches: list[Launch]) -> list[Launch]:
+    """Once every seed's launch is checked: each new run's directory has what an earlier attempt
+    left set aside (nothing is deleted), and every run's config.yaml is this launch's (its
+    budget)."""
+    for config, run_dir, checkpoint in launches:
+        if checkpoint is None and holds_anything(run_dir):
+            aside = set_aside(run_dir)
+            print(
+                f"{run_dir} held no checkpoint: the run starts again from step 0, and what the "
+                f"earlier attempt wrote is kept in {aside}.",
+                file=sys.stderr,
+            )
+        write_config(run_dir, configs.to_dict(config))
+    return launches
 
 
 def resumed_runs(args: argparse.Namespace, owned: ExitStack) -> list[Launch]:
@@ -145,22 +151,25 @@ def resumed_runs(args: argparse.Namespace, owned: ExitStack) -> list[Launch]:
                 named_sibling(args, run_dir.parent / sibling["run"], seed_config, owned)
             )
     check_memory([c for c, _, _ in launches])
-    return launches
+    return commit(launches)
 
 
 def named_sibling(
     args: argparse.Namespace, run_dir: Path, config: Config, owned: ExitStack
 ) -> Launch:
-    """A seed trained with the resumed run: its own checkpoint and config when it has one,
-    else `config` (the resumed run's, with this seed) from step 0."""
+    """A seed trained with the resumed run: its own checkpoint and config when it has one (which
+    must be `config` but for the budget and device), else `config` from step 0."""
     if not list_checkpoints(run_dir):
         return named_run(config, run_dir, owned)
     owned.callback(os.close, hold(run_dir))
     _, checkpoint = load_latest(run_dir, on_skip=warn_skipped)
-    return resumed_config(args, checkpoint, run_dir), run_dir, checkpoint
+    own = resumed_config(args, checkpoint, run_dir)
+    check_same_run(config, own, run_dir)
+    return own, run_dir, checkpoint
 
 
 def resumed_config(args: argparse.Namespace, checkpoint: dict, run_dir: Path) -> Config:
+    """A checkpoint's config with this launch's --total-steps and --device, checked."""
     saved = configs.from_dict(checkpoint["config"])
     changes = {"total_steps": args.total_steps, "device": args.device}
     train = replace(saved.train, **{k: v for k, v in changes.items() if v is not None})
@@ -168,7 +177,6 @@ def resumed_config(args: argparse.Namespace, checkpoint: dict, run_dir: Path) ->
     configs.load.check_values(config)
     check_budget(config, saved, int(checkpoint["step"]), run_dir)
     resolve_device(config.train.device)
-    write_config(run_dir, configs.to_dict(config))
     return config
 
 
@@ -196,7 +204,8 @@ def check_seeds_combine(config: Config, seeds: int) -> None:
 def check_memory(seeds: list[Config], meminfo: Path = Path("/proc/meminfo")) -> None:
     """Refuse, before anything is built, seeds whose replay buffers would not fit in the memory
     available now (MemAvailable): their arrays are allocated lazily, so an oversized run would
-    only fail, or swap, hours in."""
+    only fail, or swap, hours in. A buffer is counted as far as the budget fills it:
+    min(replay.capacity, train.total_steps) transitions."""
     try:
         fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines())
         available = int(fields["MemAvailable"].split()[0]) * 1024
@@ -215,14 +224,16 @@ def check_memory(seeds: list[Config], meminfo: Path = Path("/proc/meminfo")) -> 
         gamma=config.agent.gamma,
         seed=0,
     )
-    each = replay.nbytes()
+    filled = min(config.replay.capacity, config.train.total_steps)
+    each = replay.nbytes() * filled / config.replay.capacity
     if each * len(seeds) > available:
         gib = 2**30
         raise UserError(
             f"{len(seeds)} seed(s) need {each * len(seeds) / gib:.1f} GiB of replay buffers "
-            f"({each / gib:.2f} GiB each at replay.capacity={config.replay.capacity:,}), and "
-            f"{available / gib:.1f} GiB of memory is available; train fewer seeds per process "
-            f"(at most {max(available // each, 0)}) or lower replay.capacity."
+            f"({each / gib:.2f} GiB each for {filled:,} transitions: replay.capacity, or "
+            f"train.total_steps when smaller), and {available / gib:.1f} GiB of memory is "
+            f"available; train fewer seeds per process (at most {int(available // each)}) or "
+            "lower replay.capacity."
         )
 
 

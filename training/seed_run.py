@@ -85,6 +85,7 @@ class SeedRun:
         self.last_score: float | None = None
         self.before = self.step
         self.clock = (time.perf_counter(), self.step)
+        self.last_sps = 0.0
         self.extra: dict = {}
         """Keys every checkpoint of this run holds besides its own state (the seeds trained with
         it: training.launch.SEED_GROUP)."""
@@ -202,6 +203,7 @@ class SeedRun:
         elapsed = time.perf_counter() - start
         sps = (self.step - start_step) / elapsed if elapsed > 0 else 0.0
         self.clock = (time.perf_counter(), self.step)
+        self.last_sps = sps
         self.logger.scalar("charts/sps", sps, self.step)
         self.logger.scalar("charts/epsilon", self.agent.epsilon(self.step), self.step)
         if self.metrics:
