@@ -33,8 +33,16 @@ from networks.noisy import NoisyLinear
 
 def stack_into(tensors: Sequence[Tensor]) -> Tensor:
     """The members' tensors (K > 1) as one new [K, ...] tensor, each member's tensor re-pointed
-    at its slice (the Parameter objects stay, so optimisers still hold them)."""
-    stacked = torch.stack([t.detach() for t in tensors])
+    at its slice (the Parameter objects stay, so optimisers still hold them). Conv kernels kept
+    in the channels-last layout (train.channels_last) stay in it: each slice is a channels-last
+    kernel, for which oneDNN's convolutions measured 1.6x faster (Nature CNN update, CPU)."""
+    first = tensors[0]
+    if first.ndim == 4 and first.is_contiguous(memory_format=torch.channels_last):
+        out, channels, height, width = first.shape
+        empty = first.new_empty((len(tensors), out, height, width, channels))
+        stacked = empty.permute(0, 1, 4, 2, 3).copy_(torch.stack([t.detach() for t in tensors]))
+    else:
+        stacked = torch.stack([t.detach() for t in tensors])
     for k, tensor in enumerate(tensors):
         tensor.data = stacked[k]
     return stacked
@@ -67,7 +75,28 @@ class MemberLinear(MemberLayer):
 def member_affine(x: Tensor, weight: Tensor, bias: Tensor, members: int) -> Tensor:
     """[K·B, in] rows through [K, out, in] weights and [K, out] biases -> [K·B, out]."""
     rows = x.reshape(members, -1, x.shape[-1])
-    return torch.baddbmm(bias.unsqueeze(1), rows, weight.transpose(1, 2)).flatten(0, 1)
+    return MemberAffine.apply(rows, weight, bias).flatten(0, 1)
+
+
+class MemberAffine(torch.autograd.Function):
+    """y_k = x_k W_kᵀ + b_k, whose backward computes the weight's gradient as (∂y_k)ᵀ x_k, laid
+    out as the weight is ([K, out, in]) and as F.linear computes it for one member. Autograd's
+    own backward of the batched product gives it transposed, and copying it into place measured
+    13 ms a step for the Nature CNN's 3136 x 512 layer at K = 2, more than its arithmetic."""
+
+    @staticmethod
+    def forward(rows: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        return torch.baddbmm(bias.unsqueeze(1), rows, weight.transpose(1, 2))
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        rows, weight, _ = inputs
+        ctx.save_for_backward(rows, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        rows, weight = ctx.saved_tensors
+        return grad.bmm(weight), grad.transpose(1, 2).bmm(rows), grad.sum(1)
 
 
 class MemberNoisyLinear(MemberLayer):
@@ -162,8 +191,6 @@ def member_network(stacked: Stacked, template: nn.Module) -> nn.Module:
         parent, _, leaf = name.rpartition(".")
         owner = network.get_submodule(parent) if parent else network
         setattr(owner, leaf, member_layer(stacked, f"{name}.", module))
-    if hasattr(network, "input_format"):  # the stacks keep torch's default layout
-        network.input_format = torch.contiguous_format
     return network.train()
 
 
@@ -195,9 +222,6 @@ class Stacked:
         self.named_buffers = list(self.members[0].named_buffers())
         if len(self.members) == 1:
             return
-        for member in self.members:  # the stacks keep torch's default layout: so do the inputs
-            if hasattr(member, "input_format"):
-                member.input_format = torch.contiguous_format
         named = [dict(m.named_parameters()) for m in self.members]
         self.params = {
             name: stack_into([n[name] for n in named]).requires_grad_(param.requires_grad)
