@@ -19,8 +19,8 @@ from agents.checkpoint import load_latest
 from agents.rundir import hold, holds_anything, set_aside, write_config
 from configs import Config, UserError
 from envs import make_env, resolve_env_id
-from replay import make_replay
 from sweeps.grid import parse_seeds
+from training.seed_run import run_replay
 
 Launch = tuple[Config, Path, dict | None]
 """One seed's resolved config, its run directory, and the checkpoint to resume (None: new)."""
@@ -214,16 +214,7 @@ def check_memory(seeds: list[Config], meminfo: Path = Path("/proc/meminfo")) -> 
     config = seeds[0]
     env, spec, _ = make_env(config.env.id, 1, 0, config.env)
     env.close()
-    replay = make_replay(
-        config.replay,
-        config.env.num_envs,
-        spec.obs_shape,
-        spec.obs_dtype,
-        frame_stack=spec.frame_stack,
-        n_step=config.agent.n_step,
-        gamma=config.agent.gamma,
-        seed=0,
-    )
+    replay = run_replay(config, spec, seed=0)
     filled = min(config.replay.capacity, config.train.total_steps)
     each = replay.nbytes() * filled / config.replay.capacity
     if each * len(seeds) > available:

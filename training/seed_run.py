@@ -16,10 +16,25 @@ import configs
 from agents import DQNAgent, build_agent, build_interventions, resolve_device, save_checkpoint
 from agents.evaluation import Evaluator
 from configs import Config
-from envs import AsyncStepper, EpisodeTracker, clip_rewards, derived_seed, make_env
+from envs import AsyncStepper, EnvSpec, EpisodeTracker, clip_rewards, derived_seed, make_env
 from probes.schedule import ProbeSchedule, crossed
-from replay import Batch, make_replay
+from replay import Batch, ReplayBuffer, make_replay
 from training.logger import TensorBoardLogger
+
+
+def run_replay(config: Config, spec: EnvSpec, seed: int) -> ReplayBuffer:
+    """The replay buffer a run of `config` on an env of `spec` trains from (its arrays are
+    allocated lazily: building one costs no memory until it fills)."""
+    return make_replay(
+        config.replay,
+        config.env.num_envs,
+        spec.obs_shape,
+        spec.obs_dtype,
+        frame_stack=spec.frame_stack,
+        n_step=config.agent.n_step,
+        gamma=config.agent.gamma,
+        seed=seed,
+    )
 
 
 class SeedRun:
@@ -38,16 +53,7 @@ class SeedRun:
         self.tracker = EpisodeTracker(
             c.env.num_envs, life_loss_terminal=c.env.terminal_on_life_loss
         )
-        self.replay = make_replay(
-            c.replay,
-            c.env.num_envs,
-            spec.obs_shape,
-            spec.obs_dtype,
-            frame_stack=spec.frame_stack,
-            n_step=c.agent.n_step,
-            gamma=c.agent.gamma,
-            seed=seed,
-        )
+        self.replay = run_replay(c, spec, seed)
         self.agent: DQNAgent = build_agent(c, spec, resolve_device(c.train.device))
         self.interventions = build_interventions(self.agent, c)
         redo = c.interventions.redo
