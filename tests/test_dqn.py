@@ -114,7 +114,9 @@ def test_repeated_updates_fit_a_fixed_batch():
         agent = agent_for(variant)
         fixed = batch(reward=1.0, discount=0.0)  # terminal: target is exactly 1
         first = agent.update(fixed)["td_loss"].item()
-        for _ in range(500):
+        # 1,500 updates: LayerNorm + weight decay fits more slowly (seeds 1-5 sit 0.11-0.18 from
+        # the target after 500 updates, 0.03-0.06 after 1,000), so 500 left no margin across CPUs.
+        for _ in range(1500):
             last = agent.update(fixed)
         assert last["td_loss"].item() < 0.5 * first, variant
         q_taken = agent.q_values(fixed.obs)[:, 0]  # every transition took action 0
