@@ -6,9 +6,11 @@ resume falls back past an unreadable newest checkpoint to the previous good one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,10 +77,15 @@ def write_atomic(path: Path, state: dict) -> None:
     check_finite(state, path)
     state = own_storage(state)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+        with stop_signals_held():  # a signal before tmp is named would leave that file behind
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+            file = WriteRecorder(os.fdopen(fd, "wb"))
     except OSError as error:
         raise write_error(path, error) from None
-    file = WriteRecorder(os.fdopen(fd, "wb"))
+    except BaseException:  # the held signal, delivered as the block ended
+        file.file.close()
+        Path(tmp).unlink(missing_ok=True)
+        raise
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with file.file:
@@ -93,6 +100,17 @@ def write_atomic(path: Path, state: dict) -> None:
         if isinstance(cause, OSError):
             raise write_error(path, cause) from None
         raise
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held pending (not lost) for the block, then delivered as it ends."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def own_storage(tree: Any) -> Any:

@@ -372,16 +372,21 @@ with torch.autocast("cpu", dtype=torch.bfloat16):
 """
 
 
+ATEN_BF16 = "ATen's reference kernel (not oneDNN)"
+
+
 def onednn_kernels() -> dict[str, str]:
     """The oneDNN implementation that runs the first Nature-CNN convolution in float32 and under
     bfloat16 autocast on this CPU, e.g. `brg_conv_fwd:avx512_core_bf16` (native bf16 dot products)
     or `brg_conv_fwd:avx512_core_amx` (AMX tiles); a CPU without either emulates bf16 in fp32.
-    Read from oneDNN's verbose log of a fresh interpreter (the flag is read at start-up)."""
+    Below AVX-512, torch hands bf16 convolutions to its own reference kernel, not to oneDNN,
+    and "bf16" says so. Read from oneDNN's verbose log of a fresh interpreter (the flag is read
+    at start-up)."""
     env = {**os.environ, "ONEDNN_VERBOSE": "1"}
     log = subprocess.run(
         [sys.executable, "-c", KERNEL_PROBE], env=env, capture_output=True, text=True, check=True
     ).stdout
-    kernels = {}
+    kernels = {"bf16": ATEN_BF16}
     for line in log.splitlines():
         fields = line.split(",")  # ..., exec, cpu, convolution, implementation, prop, "src:f32:..."
         if fields[3:6] == ["exec", "cpu", "convolution"]:

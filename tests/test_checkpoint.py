@@ -6,6 +6,7 @@ import os
 import resource
 import signal
 import stat
+import tempfile
 
 import pytest
 import torch
@@ -152,3 +153,19 @@ def test_a_checkpoint_gets_the_mode_the_umask_gives_other_files(tmp_path):
         os.umask(previous)
     mode = stat.S_IMODE(checkpoint_path(tmp_path, 5).stat().st_mode)
     assert mode == 0o640  # 0666 less umask 027: readable by the group, as config.yaml would be
+
+
+def test_a_ctrl_c_landing_as_the_temp_file_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """The fault test's second Ctrl-C is sent the moment the temp file appears, so on a slow CPU
+    it can land before write_atomic knows the file's name: that file must still be removed."""
+    made = tempfile.mkstemp
+
+    def mkstemp_then_ctrl_c(**kwargs):
+        made_now = made(**kwargs)
+        signal.raise_signal(signal.SIGINT)  # the signal arrives before mkstemp's caller resumes
+        return made_now
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 5, state(5), keep=3)
+    assert os.listdir(tmp_path) == []
