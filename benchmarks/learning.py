@@ -38,7 +38,7 @@ def learn(variant: str, seed: int, extra: tuple[str, ...] = ()) -> dict:
     )
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
         run_dir = Path(tmp)
-        train.Trainer(config, run_dir, None).run()
+        train.Trainer([(config, run_dir, None)]).run()
         final = evaluate.evaluate(run_dir, 20, num_envs=4)["mean"]
         best = evaluate.evaluate(evaluate.best_checkpoint(run_dir), 20, num_envs=4)["mean"]
     return {"variant": variant, "seed": seed, "final": final, "best": best}

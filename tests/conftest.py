@@ -38,11 +38,13 @@ def pong_run(tmp_path_factory) -> Path:
     return only_run(logdir)
 
 
-LONGEST_FIRST = ("test_learning.py", "test_minatar.py", "test_lab.py")
-"""Files of real learning runs, minutes each: collected first, so that with one test file per
-worker (`--dist loadfile`, pyproject) one worker starts them at once while the other takes the
-rest, instead of the last file keeping one worker busy alone at the end."""
+LONGEST_FIRST = ("test_lab.py", "test_learning.py", "test_sweep.py", "test_minatar.py")
+"""The files that take longest (real learning runs and Ray, minutes each), longest first: with one
+test file per worker (`--dist loadfile`, and `--no-loadscope-reorder`, which keeps this order
+instead of xdist's by number of tests; pyproject) the two workers start on the two longest, then
+each takes the next, instead of the last long file keeping one worker busy alone at the end."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: order otherwise kept
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order otherwise kept
