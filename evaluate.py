@@ -22,6 +22,7 @@ from agents.evaluation import best_path
 from analysis.video import record_run
 from configs import UserError
 from envs import human_normalized, make_env, play_episodes
+from training.tracking import Tracking, add_flags, log_video
 
 
 def evaluate(
@@ -93,6 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-envs", type=int, default=8, help="games played at once (default 8)")
     p.add_argument("--json", metavar="FILE", help="also write the results as a JSON object")
     p.add_argument("--video", metavar="FILE", help="also record one game as an MP4 of the screen")
+    add_flags(p)  # --track: the --video goes to the run's W&B run too
     return p.parse_args(argv)
 
 
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(
                 f"--episodes ({args.episodes}) and --num-envs ({args.num_envs}) must be >= 1."
             )
+        tracking = Tracking.from_args(args)
         result = evaluate(
             best_checkpoint(Path(args.path)) if args.best else Path(args.path),
             args.episodes,
@@ -111,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             num_envs=args.num_envs,
         )
         if args.video:
-            record_run(
-                Path(result["checkpoint"]), Path(args.video), seed=args.seed, device=args.device
-            )
+            checkpoint = Path(result["checkpoint"])
+            record_run(checkpoint, Path(args.video), seed=args.seed, device=args.device)
+            if tracking:
+                log_video(tracking, checkpoint.parent, Path(args.video), result["step"])
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -11,4 +11,4 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
     .venv/bin/python -m pip install --quiet "torch==2.13.0" \
         || .venv/bin/python -m pip install --quiet "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 fi
-.venv/bin/python -m pip install --quiet -e ".[dev,ray,report,minatar]"
+.venv/bin/python -m pip install --quiet -e ".[dev,ray,report,minatar,wandb]"

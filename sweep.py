@@ -34,6 +34,7 @@ from sweeps.plan import Job, make_jobs, states, user_sets_threads
 from sweeps.process import tail
 from sweeps.progress import Progress, format_line
 from sweeps.state import Ledger, RunState, aside_lines, status_table
+from training.tracking import Tracking, add_flags, track_argv
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -89,6 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-retries", type=int, default=3, help="Ray retries on node loss")
     p.add_argument("--dry-run", action="store_true", help="print the runs it would start")
     p.add_argument("--status", action="store_true", help="print each run's state and exit")
+    add_flags(p)  # passed on to every run
     return p.parse_args(argv)
 
 
@@ -156,8 +158,14 @@ def plan(args: argparse.Namespace) -> Plan:
         split_list(args.variants, "--variants") if args.variants else grid_variants(args.grid)
     )
     runs = expand(split_list(args.envs, "--envs"), variants, parse_seeds(args.seeds))
+    Tracking.from_args(args)  # a missing [wandb] extra before any run starts
     options = Options(
-        Path(args.logdir), args.preset, args.config, args.total_steps, tuple(args.set)
+        Path(args.logdir),
+        args.preset,
+        args.config,
+        args.total_steps,
+        tuple(args.set),
+        tracking=track_argv(args),
     )
     workers, threads = workers_and_threads(args, options)
     return Plan(make_jobs(runs, options, threads=threads), options, workers, seeds)

@@ -33,6 +33,7 @@ from configs import Config, UserError
 from probes.schedule import crossed
 from training.launch import SEED_GROUP, new_runs, resumed_runs
 from training.seed_run import SeedRun
+from training.tracking import Tracking, add_flags
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NO_CRASH_SAVE = (CheckpointWriteError, NonFiniteError)
@@ -43,11 +44,13 @@ class Trainer:
     """The loop over the seeds of one process: act, step, store, update, periodic work. With one
     seed it is a single-seed run; with K, every seed's run is what it would be alone."""
 
-    def __init__(self, launches: list[tuple[Config, Path, dict | None]]) -> None:
+    def __init__(
+        self, launches: list[tuple[Config, Path, dict | None]], tracking: Tracking | None = None
+    ) -> None:
         threads = launches[0][0].train.threads
         if threads:
             torch.set_num_threads(threads)
-        self.runs = [SeedRun(*launch) for launch in launches]
+        self.runs = [SeedRun(*launch, tracking=tracking) for launch in launches]
         if len(self.runs) > 1:
             names = [{"run": r.run_dir.name, "seed": r.config.train.seed} for r in self.runs]
             for run in self.runs:
@@ -279,6 +282,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--list-grid", metavar="GRID", help="print a grid's variants, one a line, and exit"
     )
+    add_flags(p)
     return p.parse_args(argv)
 
 
@@ -320,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_grid:
             print("\n".join(configs.grid_variants(args.list_grid)))
             return 0
+        tracking = Tracking.from_args(args)  # a missing [wandb] extra before anything is written
         with ExitStack() as owned:  # the run directories' locks, released on every way out
             launches = resumed_runs(args, owned) if args.resume else new_runs(args, owned)
             for _, run_dir, checkpoint in launches:
@@ -329,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             warn_emulated_bf16(config)
             warn_unclipped_support(config)
             try:
-                trainer = Trainer(launches)
+                trainer = Trainer(launches, tracking)
             except UserError:
                 for _, run_dir, checkpoint in launches:  # leave no directory only this launch wrote
                     if checkpoint is None:

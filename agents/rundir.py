@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from agents.checkpoint import NAME as CHECKPOINT_NAME
-from agents.checkpoint import current_umask, fsync_directory, list_checkpoints
+from agents.checkpoint import current_umask, fsync_directory, list_checkpoints, stop_signals_held
 from configs.errors import UserError
 
 LOCK = ".lock"
@@ -128,16 +128,24 @@ def set_aside_runs(logdir: Path) -> list[Path]:
 def write_config(run_dir: Path, config: dict) -> None:
     """config.yaml of this launch, written atomically (temp file, fsync, rename): a reader sees
     the old budget or the new one, never half a file."""
-    text = yaml.safe_dump(config, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config-", suffix=".tmp")
+    write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def write_text(path: Path, text: str) -> None:
+    """`text` written to `path` atomically (temp file, fsync, rename), with an ordinary file's
+    mode."""
+    tmp = None
     try:
+        with stop_signals_held():  # a signal before tmp is named would leave that file behind
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(tmp, run_dir / "config.yaml")
-        fsync_directory(run_dir)
+        os.replace(tmp, path)
+        fsync_directory(path.parent)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise

@@ -49,6 +49,8 @@ class Options:
     config_file: str | None = None
     total_steps: int | None = None
     sets: tuple[str, ...] = ()
+    tracking: tuple[str, ...] = ()
+    """train.py's --track flags (training.tracking.track_argv), passed on to every run."""
 
 
 def split_list(text: str, flag: str) -> list[str]:
@@ -137,7 +139,7 @@ def train_argv(runs: list[Run], options: Options, extra_sets: tuple[str, ...] = 
         argv += ["--total-steps", str(options.total_steps)]
     for assignment in (*options.sets, *extra_sets):
         argv += ["--set", assignment]
-    return [*argv, "--logdir", str(options.logdir), "--run-name", name]
+    return [*argv, *options.tracking, "--logdir", str(options.logdir), "--run-name", name]
 
 
 def command_line(argv: list[str]) -> str:

@@ -20,6 +20,7 @@ from envs import AsyncStepper, EnvSpec, EpisodeTracker, clip_rewards, derived_se
 from probes.schedule import ProbeSchedule, crossed
 from replay import Batch, ReplayBuffer, make_replay
 from training.logger import TensorBoardLogger
+from training.tracking import Tracking, WandbMirror
 
 
 def run_replay(config: Config, spec: EnvSpec, seed: int) -> ReplayBuffer:
@@ -38,9 +39,17 @@ def run_replay(config: Config, spec: EnvSpec, seed: int) -> ReplayBuffer:
 
 
 class SeedRun:
-    """One seed's moving parts, built from its config (and checkpoint when resuming)."""
+    """One seed's moving parts, built from its config (and checkpoint when resuming); with
+    `tracking`, its events are mirrored to its own W&B run."""
 
-    def __init__(self, config: Config, run_dir: Path, checkpoint: dict | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        checkpoint: dict | None,
+        *,
+        tracking: Tracking | None = None,
+    ) -> None:
         self.config, self.run_dir = config, run_dir
         c = config
         self.step = int(checkpoint["step"]) if checkpoint else 0
@@ -78,7 +87,10 @@ class SeedRun:
         self.learning_starts = c.agent.learning_starts + refill
         best = checkpoint.get("best_eval_return") if checkpoint else None
         self.evaluator = Evaluator(c, run_dir, best_return=best)
-        self.logger = TensorBoardLogger(run_dir, purge_step=self.step if checkpoint else None)
+        mirror = WandbMirror.start(tracking, run_dir, c) if tracking else None
+        self.logger = TensorBoardLogger(
+            run_dir, purge_step=self.step if checkpoint else None, mirror=mirror
+        )
         if not checkpoint:
             self.logger.config(c)
         if refill:
