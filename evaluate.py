@@ -22,7 +22,7 @@ from agents.evaluation import best_path
 from analysis.video import record_run
 from configs import UserError
 from envs import human_normalized, make_env, play_episodes
-from training.tracking import Tracking, add_flags, log_video
+from training.tracking import Tracking, add_flags, check_video_target, log_video
 
 
 def evaluate(
@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"--episodes ({args.episodes}) and --num-envs ({args.num_envs}) must be >= 1."
             )
         tracking = Tracking.from_args(args)
+        path = Path(args.path)
+        check_video_target(tracking, args.video, path if path.is_dir() else path.parent)
         result = evaluate(
             best_checkpoint(Path(args.path)) if args.best else Path(args.path),
             args.episodes,

@@ -183,10 +183,12 @@ class Trainer:
         finally:
             self.closing = True  # request_stop ignores signals from here on
             bar.close()
-            for run in self.runs:
-                run.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            try:
+                for run in self.runs:
+                    run.close(failed=error is not None or run in self.diverged)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         if self.abandoned:
             for run in self.runs:
                 newest = f"the newest is {run.saved_path}" if run.saved_path else "none was written"

@@ -69,7 +69,10 @@ def connect(options: RayOptions, *, num_cpus: int | None = None) -> dict:
     ray = require_ray()
     address = existing_cluster(ray, options.address)
     began = time.perf_counter()
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), pythonpath()]))}}
+    paths = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), pythonpath()]))}
+    # --track's settings (WANDB_MODE, WANDB_API_KEY, WANDB_DIR) reach runs on other machines too
+    tracking = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
+    env = {"env_vars": {**tracking, **paths}}
     if address is not None:
         try:
             ray.init(address=address, runtime_env=env, log_to_driver=False)

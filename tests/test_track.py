@@ -64,7 +64,9 @@ def records(path: Path):
 
 
 def offline_runs(wandb_dir: Path, run_id: str) -> list[list]:
-    """The records of each offline session of the W&B run `run_id`, oldest first."""
+    """The records of each offline session of the W&B run `run_id`, oldest first. run.finish()
+    returns before wandb's service has written the last records: its teardown waits for them."""
+    wandb.teardown()
     files = sorted(wandb_dir.glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
     return [list(records(f)) for f in files]
 
@@ -110,14 +112,14 @@ def cartpole(logdir: Path, total: int, *extra: str) -> list[str]:
 def test_a_tracked_run_mirrors_its_events_and_a_resume_continues_its_wandb_run(offline, tmp_path):
     logdir = tmp_path / "runs"
     with contextlib.redirect_stderr(io.StringIO()):
-        assert train.main(cartpole(logdir, 1000, "--track")) == 0
+        assert train.main(cartpole(logdir, 1000, "--track", "--wandb-project", "first")) == 0
     run_dir = logdir / "cartpole"
     run_id = (run_dir / "wandb_id").read_text().strip()
     sessions = offline_runs(offline, run_id)
     assert len(sessions) == 1
     run = run_record(sessions)
     assert (run.run_id, run.display_name, run.run_group) == (run_id, "cartpole", "dqn")
-    assert run.project == "plasticity-suite"
+    assert run.project == "first"
     config = {i.key: json.loads(i.value_json) for i in run.config.update}
     assert config["hparams"]["variant"] == "dqn"
     assert config["train"]["total_steps"] == 1000
@@ -127,11 +129,18 @@ def test_a_tracked_run_mirrors_its_events_and_a_resume_continues_its_wandb_run(o
     }
     assert_same_scalars(tensorboard_scalars(run_dir), mirrored)
 
+    # Elsewhere than the run already is: W&B would start a second run under its id.
+    resume = ["--resume", str(run_dir), "--total-steps", "1600", "--track"]
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert train.main([*resume, "--wandb-project", "second"]) == 2
+    assert "--wandb-project second differs from first" in err.getvalue()
     with contextlib.redirect_stderr(io.StringIO()):
-        assert train.main(["--resume", str(run_dir), "--total-steps", "1600", "--track"]) == 0
+        assert train.main(resume) == 0  # no flag: where it is
     assert (run_dir / "wandb_id").read_text().strip() == run_id
     sessions = offline_runs(offline, run_id)
     assert len(sessions) == 2  # the same W&B run, continued
+    assert run_record(sessions).project == "first"
+    assert [r.exit.exit_code for s in sessions for r in s if r.HasField("exit")] == [0, 0]
     assert max(step for _, step, _ in wandb_scalars(sessions[1:])) >= 1600
     assert_same_scalars(tensorboard_scalars(run_dir), wandb_scalars(sessions))
 
@@ -168,6 +177,12 @@ def test_an_evaluation_video_goes_to_the_runs_wandb_run(offline, tmp_path):
         assert train.main(cartpole(logdir, 400, "--set", "probes.enabled=false", "--track")) == 0
     run_dir = logdir / "cartpole"
     video = tmp_path / "play.mp4"
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert evaluate.main([str(run_dir), "--episodes", "1", "--track"]) == 2
+    assert (
+        err.getvalue()
+        == "error: --track logs evaluate.py's --video to W&B: give --video FILE too.\n"
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         argv = [str(run_dir), "--episodes", "1", "--video", str(video), "--track"]
         assert evaluate.main(argv) == 0

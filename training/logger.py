@@ -74,7 +74,10 @@ class TensorBoardLogger:
         if self.mirror is not None:
             self.mirror.commit()
 
-    def close(self) -> None:
-        self.writer.close()
-        if self.mirror is not None:
-            self.mirror.finish()
+    def close(self, *, failed: bool = False) -> None:
+        """Close the events, and end the W&B run (marked failed after a divergence or crash)."""
+        try:
+            self.writer.close()
+        finally:
+            if self.mirror is not None:
+                self.mirror.finish(failed=failed)

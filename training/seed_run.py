@@ -255,6 +255,8 @@ class SeedRun:
         self.saved_step = self.step
         return self.saved_path
 
-    def close(self) -> None:
-        self.logger.close()
-        self.env.close()
+    def close(self, *, failed: bool = False) -> None:
+        try:
+            self.logger.close(failed=failed)
+        finally:
+            self.env.close()

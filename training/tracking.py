@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import yaml
+
 import configs
 from agents.rundir import write_text
 from configs import Config, UserError
@@ -28,6 +30,9 @@ from training.logger import run_hparams
 INSTALL = 'pip install -e ".[wandb]"'
 ID_FILE = "wandb_id"
 """The run directory's file holding its W&B run id, so that a resume continues the same W&B run."""
+PLACE_FILE = "wandb.yaml"
+"""The run directory's W&B project, entity and group, so that a resume (or evaluate.py) without
+those flags continues the run where it is, not in a new one of the default project."""
 STEP = "global_step"
 DEFAULT_PROJECT = "plasticity-suite"
 
@@ -40,7 +45,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="also log to Weights & Biases (the [wandb] extra; WANDB_MODE=offline writes locally)",
     )
     parser.add_argument(
-        "--wandb-project", default=DEFAULT_PROJECT, help=f"default {DEFAULT_PROJECT}"
+        "--wandb-project",
+        help=f"default {DEFAULT_PROJECT}, or where a resumed run already is",
     )
     parser.add_argument("--wandb-entity", help="W&B team or user (default: your own)")
     parser.add_argument("--wandb-group", help="W&B group (default: the run's variant)")
@@ -50,7 +56,9 @@ def track_argv(args: argparse.Namespace) -> tuple[str, ...]:
     """The tracking flags to pass on to each train.py a sweep launches (none without --track)."""
     if not args.track:
         return ()
-    argv = ["--track", "--wandb-project", args.wandb_project]
+    argv = ["--track"]
+    if args.wandb_project:
+        argv += ["--wandb-project", args.wandb_project]
     if args.wandb_entity:
         argv += ["--wandb-entity", args.wandb_entity]
     if args.wandb_group:
@@ -74,10 +82,34 @@ def require_wandb() -> ModuleType:
 class Tracking:
     """Where a tracked run goes on W&B."""
 
-    project: str = DEFAULT_PROJECT
+    project: str | None = None
+    """None: the run's own (PLACE_FILE), else DEFAULT_PROJECT."""
     entity: str | None = None
     group: str | None = None
-    """None: the run's variant."""
+    """None: the run's own, else its variant."""
+
+    def place(self, run_dir: Path, config: Config) -> dict[str, str | None]:
+        """The project, entity and group of `run_dir`'s W&B run: what it was started with (kept
+        in PLACE_FILE), else these flags and the defaults; a flag that names another place than
+        the run's own is refused, since W&B would then start a second run under the same id."""
+        path = run_dir / PLACE_FILE
+        asked = {"project": self.project, "entity": self.entity, "group": self.group}
+        if not path.is_file():
+            place = {
+                "project": self.project or DEFAULT_PROJECT,
+                "entity": self.entity,
+                "group": self.group or config.variant,
+            }
+            write_text(path, yaml.safe_dump(place, sort_keys=False))
+            return place
+        place = load_yaml(path, "W&B place")
+        for key, value in asked.items():
+            if value is not None and value != place.get(key):
+                raise UserError(
+                    f"--wandb-{key} {value} differs from {place.get(key)}, where the W&B run of "
+                    f"{run_dir} already is ({path}); leave the flag out to continue it there."
+                )
+        return place
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Tracking | None:
@@ -111,11 +143,12 @@ class WandbMirror:
         """Start (or, with the id its directory holds, resume) the W&B run of `run_dir`, named as
         the directory and grouped by variant; its config is the resolved one plus the hparams."""
         wandb = require_wandb()
+        place = tracking.place(run_dir, config)
         try:
             run = wandb.init(
-                project=tracking.project,
-                entity=tracking.entity,
-                group=tracking.group or config.variant,
+                project=place["project"],
+                entity=place["entity"],
+                group=place["group"],
                 name=run_dir.name,
                 id=run_id(run_dir),
                 resume="allow",
@@ -149,17 +182,28 @@ class WandbMirror:
         wandb = require_wandb()
         self.run.log({tag: wandb.Video(str(path), format="mp4"), STEP: step})
 
-    def finish(self) -> None:
+    def finish(self, *, failed: bool = False) -> None:
+        """End the run: `failed` (a diverged or crashed seed) marks it failed on W&B."""
         self.commit()
-        self.run.finish()
+        self.run.finish(exit_code=1 if failed else 0)
+
+
+def check_video_target(tracking: Tracking | None, video: str | None, run_dir: Path) -> None:
+    """evaluate.py's --track before any game is played: it needs --video and a run directory."""
+    if tracking is None:
+        return
+    if not video:
+        raise UserError("--track logs evaluate.py's --video to W&B: give --video FILE too.")
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(
+            f"--track logs the video to the W&B run of {run_dir}: it has no config.yaml."
+        )
 
 
 def log_video(tracking: Tracking, run_dir: Path, video: Path, step: int) -> None:
     """evaluate.py --video --track: the video, at the checkpoint's step, in the W&B run of the
     run directory (resumed by its id; best left until train.py has finished that run)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"--track logs the video to the W&B run of {run_dir}: it has no {path}.")
-    mirror = WandbMirror.start(tracking, run_dir, configs.from_dict(load_yaml(path, "Config")))
+    config = configs.from_dict(load_yaml(run_dir / "config.yaml", "Config"))
+    mirror = WandbMirror.start(tracking, run_dir, config)
     mirror.video("eval/video", video, step)
     mirror.finish()
